@@ -1,0 +1,16 @@
+"""Every tunable limit and default of tradestats, in one place."""
+
+#: Windows are 10**1 .. 10**max_k prices; ring positions are stored as uint32, so 10**9 is the ceiling.
+DEFAULT_MAX_K = 8
+MAX_MAX_K = 9
+
+#: |price| bound: squares and window sums of squares then stay far from overflow.
+MAX_ABS_PRICE = 1e100
+
+DEFAULT_MAX_SYMBOLS = 10
+DEFAULT_MAX_BATCH = 10_000
+MAX_SYMBOL_LENGTH = 64
+
+#: 10,000 numbers of up to ~25 characters each ("-1.2345678901234567e-100,") plus the symbol
+#: and JSON punctuation fit with room to spare.
+DEFAULT_MAX_BODY_BYTES = 512 * 1024
