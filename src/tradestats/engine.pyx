@@ -1,0 +1,651 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The tradestats engine: per-symbol rolling statistics over the windows 10**1 .. 10**max_k.
+
+Per symbol: a ring of the last 10**max_k prices, two monotonic deques of ring slots (one for the
+minimum, one for the maximum) with one front per window, and per window compensated sums of
+prices shifted by a reference price. `add` costs amortized O(1) per value per window and
+`stats(k)` is O(1). See README.md, "Design", for the numerical method.
+"""
+import numbers
+
+from cpython.array cimport array, clone
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.math cimport fabs, isfinite, sqrt
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+from tradestats.limits import DEFAULT_MAX_K, DEFAULT_MAX_SYMBOLS, MAX_ABS_PRICE, MAX_MAX_K
+
+cdef double _MAX_ABS_PRICE = MAX_ABS_PRICE
+cdef array _DOUBLE_TEMPLATE = array("d")
+
+NOT_ENOUGH_DATA = "Not enough data points"
+
+# Prices are appended in chunks: sums and deque fronts are brought up to date once per chunk.
+# A chunk must be shorter than capacity - 10**(max_k-1) so that no price inside a smaller
+# window at the start of a chunk can leave the largest window before the chunk ends.
+cdef enum:
+    CHUNK = 4096
+# Terms are summed plainly in groups of GROUP (four lanes), each group folded into a Neumaier sum:
+# the rounding error of a window's sum of squares is then below SUM_ERROR times the sum's mass.
+cdef enum:
+    GROUP = 64
+cdef double SUM_ERROR = 24 * 2.0 ** -53
+# A window is rebuilt from the ring when its estimated rounding error passes these fractions of
+# its variance (relative) or of max|x|**2 (absolute); the accuracy promised is 1e-9 and 1e-30.
+cdef double REBUILD_RELATIVE = 1e-11
+cdef double REBUILD_ABSOLUTE = 1e-32
+cdef int64_t FIRST_ALLOCATION = 16
+
+
+class NotEnoughDataError(ValueError):
+    """Fewer than 10**k prices have been added."""
+
+    def __init__(self, message=NOT_ENOUGH_DATA):
+        super().__init__(message)
+
+
+class InvalidPriceError(ValueError):
+    """A batch element is not a finite real number with |x| <= 1e100; nothing was stored."""
+
+    def __init__(self, index, value):
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        super().__init__(
+            f"value at index {index} is not a finite real number with magnitude at most "
+            f"{_MAX_ABS_PRICE:g}: {shown}"
+        )
+        self.index = index
+
+
+class TooManySymbolsError(ValueError):
+    """A new symbol would pass the store's max_symbols."""
+
+    def __init__(self, max_symbols):
+        super().__init__(f"symbol limit reached: at most {max_symbols} symbols")
+        self.max_symbols = max_symbols
+
+
+# ---------------------------------------------------------------------------------------------
+# Allocation: the one place that gets memory for a symbol's state.
+
+cdef void* _reallocate(void* block, size_t nbytes) except NULL:
+    cdef void* grown = PyMem_Realloc(block, nbytes)
+    if grown == NULL:
+        raise MemoryError(f"cannot allocate {nbytes} bytes for a symbol")
+    return grown
+
+
+# ---------------------------------------------------------------------------------------------
+# Compensated sums.
+
+cdef inline void neumaier_add(CompensatedSum* acc, double x) noexcept nogil:
+    cdef double t = acc.s + x
+    if fabs(acc.s) >= fabs(x):
+        acc.c += (acc.s - t) + x
+    else:
+        acc.c += (x - t) + acc.s
+    acc.s = t
+
+
+cdef inline double total(const CompensatedSum* acc) noexcept nogil:
+    return acc.s + acc.c
+
+
+cdef inline double difference(const CompensatedSum* a, const CompensatedSum* b) noexcept nogil:
+    return (a.s - b.s) + (a.c - b.c)
+
+
+cdef inline void add_shifted_terms(const double* xs, Py_ssize_t n, double ref,
+                                   CompensatedSum* sum1, CompensatedSum* sum2) noexcept nogil:
+    """sum1 += sum(x - ref), sum2 += sum((x - ref)**2) over xs[:n]."""
+    cdef Py_ssize_t i = 0, j, m
+    cdef double a0, a1, a2, a3, q0, q1, q2, q3, d0, d1, d2, d3
+    while i < n:
+        m = n - i
+        if m > GROUP:
+            m = GROUP
+        a0 = a1 = a2 = a3 = q0 = q1 = q2 = q3 = 0.0
+        j = 0
+        # Four independent lanes: the plain sums run in parallel instead of one long chain.
+        while j + 4 <= m:
+            d0 = xs[i + j] - ref
+            d1 = xs[i + j + 1] - ref
+            d2 = xs[i + j + 2] - ref
+            d3 = xs[i + j + 3] - ref
+            a0 += d0
+            a1 += d1
+            a2 += d2
+            a3 += d3
+            q0 += d0 * d0
+            q1 += d1 * d1
+            q2 += d2 * d2
+            q3 += d3 * d3
+            j += 4
+        while j < m:
+            d0 = xs[i + j] - ref
+            a0 += d0
+            q0 += d0 * d0
+            j += 1
+        neumaier_add(sum1, (a0 + a1) + (a2 + a3))
+        neumaier_add(sum2, (q0 + q1) + (q2 + q3))
+        i += m
+
+
+cdef inline void clear_sums(CompensatedSum* a, CompensatedSum* b) noexcept nogil:
+    a.s = a.c = b.s = b.c = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Deques of ring slots.
+
+cdef inline int64_t physical(const DequeHeader* dq, uint64_t v) noexcept nogil:
+    cdef int64_t p = dq.head_phys + <int64_t>(v - dq.head_virtual)
+    if p >= dq.capacity:
+        p -= dq.capacity
+    return p
+
+
+cdef inline int64_t deque_size(const DequeHeader* dq) noexcept nogil:
+    return <int64_t>(dq.tail_virtual - dq.head_virtual)
+
+
+cdef inline void evict_slot(DequeHeader* dq, const uint32_t* slots, uint32_t slot) noexcept nogil:
+    """Drop the oldest element if it is `slot`, the price leaving the largest window."""
+    if dq.tail_virtual != dq.head_virtual and slots[dq.head_phys] == slot:
+        dq.head_virtual += 1
+        dq.head_phys += 1
+        if dq.head_phys == dq.capacity:
+            dq.head_phys = 0
+
+
+cdef inline uint64_t push_slot(DequeHeader* dq, uint32_t* slots, const double* ring,
+                               uint32_t slot, double x, bint keeps_max,
+                               uint64_t lowest) noexcept nogil:
+    """Pop the elements x dominates, push slot; return min(lowest, index x landed at)."""
+    cdef int64_t back
+    while dq.tail_virtual != dq.head_virtual:
+        back = physical(dq, dq.tail_virtual - 1)
+        if keeps_max:
+            if ring[slots[back]] > x:
+                break
+        elif ring[slots[back]] < x:
+            break
+        dq.tail_virtual -= 1
+    if dq.tail_virtual < lowest:
+        lowest = dq.tail_virtual
+    slots[physical(dq, dq.tail_virtual)] = slot
+    dq.tail_virtual += 1
+    return lowest
+
+
+cdef inline int64_t age_of(uint32_t slot, int64_t newest_slot, int64_t capacity) noexcept nogil:
+    cdef int64_t age = newest_slot - <int64_t>slot
+    if age < 0:
+        age += capacity
+    return age
+
+
+cdef void advance_fronts(DequeHeader* dq, const uint32_t* slots, const SymbolHeader* h,
+                         uint64_t lowest, int64_t newest_slot) noexcept nogil:
+    """Bring each smaller window's front up to date after a chunk.
+
+    A front that a pop passed restarts where the first new element landed; from there it only
+    moves forward over expired elements, so the work is amortized O(1) per price per window.
+    """
+    cdef int i
+    cdef uint64_t v
+    for i in range(h.max_k - 1):
+        v = dq.front[i]
+        if lowest < v:
+            v = lowest
+        if v < dq.head_virtual:
+            v = dq.head_virtual
+        while v < dq.tail_virtual and \
+                age_of(slots[physical(dq, v)], newest_slot, h.capacity) >= h.window[i]:
+            v += 1
+        dq.front[i] = v
+    dq.front[h.max_k - 1] = dq.head_virtual
+
+
+cdef int grow_deque(DequeHeader* dq, uint32_t** slots, int64_t needed, int64_t limit) except -1:
+    """Make room for `needed` elements (at most `limit`), laying the deque out from slot 0."""
+    cdef int64_t new_capacity, size, first_run
+    cdef uint32_t* grown
+    if needed <= dq.capacity:
+        return 0
+    new_capacity = max(2 * dq.capacity, needed, FIRST_ALLOCATION)
+    if new_capacity > limit:
+        new_capacity = limit
+    size = deque_size(dq)
+    grown = <uint32_t*>_reallocate(NULL, new_capacity * sizeof(uint32_t))
+    if size:
+        first_run = min(size, dq.capacity - dq.head_phys)
+        memcpy(grown, slots[0] + dq.head_phys, first_run * sizeof(uint32_t))
+        memcpy(grown + first_run, slots[0], (size - first_run) * sizeof(uint32_t))
+    PyMem_Free(slots[0])
+    slots[0] = grown
+    dq.capacity = new_capacity
+    dq.head_phys = 0
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Input validation: a batch becomes a contiguous float64 array, or nothing happens.
+
+cdef inline bint acceptable(double x) noexcept nogil:
+    return isfinite(x) and fabs(x) <= _MAX_ABS_PRICE
+
+
+cdef double _python_number(object item, Py_ssize_t index) except? -1.0:
+    if isinstance(item, bool) or not isinstance(item, numbers.Real):
+        raise InvalidPriceError(index, item)
+    try:
+        return float(item)
+    except (OverflowError, TypeError, ValueError):
+        raise InvalidPriceError(index, item) from None
+
+
+cdef array _prices_from_sequence(object values):
+    cdef Py_ssize_t n = len(values), i
+    cdef array prices = clone(_DOUBLE_TEMPLATE, n, False)
+    cdef double* out = prices.data.as_doubles
+    cdef double x
+    cdef object item
+    for i in range(n):
+        item = values[i]
+        if type(item) is float:
+            x = PyFloat_AS_DOUBLE(item)
+        else:
+            x = _python_number(item, i)
+        if not acceptable(x):
+            raise InvalidPriceError(i, item)
+        out[i] = x
+    return prices
+
+
+cdef array _prices_from_buffer(object values):
+    cdef memoryview view
+    try:
+        view = memoryview(values)
+    except TypeError:
+        raise TypeError(
+            f"prices must be a list or tuple of numbers or a 1-D float64 buffer, "
+            f"not {type(values).__name__}"
+        ) from None
+    if view.ndim != 1 or view.format.lstrip("@=<") != "d":
+        raise TypeError(
+            f"a price buffer must be 1-D float64 (format 'd'), "
+            f"not format {view.format!r} with {view.ndim} dimensions"
+        )
+    cdef const double[:] xs = values
+    cdef Py_ssize_t n = xs.shape[0], i
+    cdef array prices = clone(_DOUBLE_TEMPLATE, n, False)
+    cdef double* out = prices.data.as_doubles
+    for i in range(n):
+        if not acceptable(xs[i]):
+            raise InvalidPriceError(i, xs[i])
+        out[i] = xs[i]
+    return prices
+
+
+cpdef array as_prices(object values):
+    """Validate a whole batch and return it as array('d'); raise before anything is stored."""
+    if isinstance(values, (list, tuple)):
+        return _prices_from_sequence(values)
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError("prices must be a list or tuple of numbers or a 1-D float64 buffer")
+    return _prices_from_buffer(values)
+
+
+# ---------------------------------------------------------------------------------------------
+
+cdef class Stats:
+    """Immutable statistics of one window: min, max, last, avg and var (population variance)."""
+
+    def as_dict(self):
+        return {"min": self.min, "max": self.max, "last": self.last,
+                "avg": self.avg, "var": self.var}
+
+    def __iter__(self):
+        return iter((self.min, self.max, self.last, self.avg, self.var))
+
+    def __eq__(self, other):
+        if not isinstance(other, Stats):
+            return NotImplemented
+        return tuple(self) == tuple(other)
+
+    def __hash__(self):
+        return hash(tuple(self))
+
+    def __repr__(self):
+        return (f"Stats(min={self.min!r}, max={self.max!r}, last={self.last!r}, "
+                f"avg={self.avg!r}, var={self.var!r})")
+
+    def __reduce__(self):
+        return (_make_stats, tuple(self))
+
+
+def _make_stats(double minimum, double maximum, double last, double avg, double var):
+    cdef Stats result = Stats.__new__(Stats)
+    result.min, result.max, result.last, result.avg, result.var = minimum, maximum, last, avg, var
+    return result
+
+
+cdef inline double window_min(SymbolStats s, int i) noexcept:
+    return s.ring[s.low_slots[physical(&s.header.lows, s.header.lows.front[i])]]
+
+
+cdef inline double window_max(SymbolStats s, int i) noexcept:
+    return s.ring[s.high_slots[physical(&s.header.highs, s.header.highs.front[i])]]
+
+
+cdef inline int64_t newest_slot(const SymbolHeader* h) noexcept nogil:
+    return (h.count - 1) % h.capacity
+
+
+cdef class SymbolStats:
+    """One symbol's rolling store: min, max, last, avg and var over the last 10**k prices.
+
+    Not thread-safe; the GIL is held throughout `add`, so no reader sees half a batch.
+    """
+
+    def __cinit__(self, int max_k=DEFAULT_MAX_K):
+        cdef int i
+        if not 1 <= max_k <= MAX_MAX_K:
+            raise ValueError(f"max_k must be between 1 and {MAX_MAX_K}, not {max_k}")
+        memset(&self.header, 0, sizeof(SymbolHeader))
+        self.header.max_k = max_k
+        cdef int64_t size = 1
+        for i in range(max_k):
+            size *= 10
+            self.header.window[i] = size
+        self.header.capacity = size
+
+    def __dealloc__(self):
+        PyMem_Free(self.ring)
+        PyMem_Free(self.low_slots)
+        PyMem_Free(self.high_slots)
+
+    @property
+    def max_k(self):
+        return self.header.max_k
+
+    @property
+    def nbytes(self):
+        """Bytes of memory held now: the header, the ring and both deques."""
+        return (sizeof(SymbolHeader) + sizeof(double) * self.header.ring_allocated
+                + sizeof(uint32_t) * (self.header.lows.capacity + self.header.highs.capacity))
+
+    @property
+    def rebuilds(self):
+        """How many times each window was rebuilt from the ring (numerical safety valve)."""
+        return tuple(self.header.sums[i].recomputes for i in range(self.header.max_k))
+
+    def __len__(self):
+        return self.header.count
+
+    def add(self, values):
+        """Append prices, oldest first. All or nothing: InvalidPriceError names the first bad index."""
+        cdef array prices = as_prices(values)
+        self._append(prices.data.as_doubles, len(prices))
+
+    def stats(self, k):
+        """Statistics over the last 10**k prices, in O(1)."""
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) \
+                or not 1 <= k <= self.header.max_k:
+            raise ValueError(f"k must be an integer from 1 to {self.header.max_k}, not {k!r}")
+        return self._stats(<int>k)
+
+    def __repr__(self):
+        return f"SymbolStats(max_k={self.header.max_k}, len={self.header.count})"
+
+    # -- appending --------------------------------------------------------------------------
+
+    cdef int _append(self, const double* values, Py_ssize_t n) except -1:
+        cdef Py_ssize_t done = 0, c
+        cdef int64_t chunk_limit = CHUNK
+        cdef SymbolHeader* h = &self.header
+        if h.max_k > 1 and h.capacity - h.window[h.max_k - 2] < chunk_limit:
+            chunk_limit = h.capacity - h.window[h.max_k - 2]
+        self._reserve_ring(n)
+        while done < n:
+            c = min(n - done, chunk_limit)
+            grow_deque(&h.lows, &self.low_slots, min(deque_size(&h.lows) + c, h.capacity),
+                       h.capacity)
+            grow_deque(&h.highs, &self.high_slots, min(deque_size(&h.highs) + c, h.capacity),
+                       h.capacity)
+            self._append_chunk(values + done, c)
+            done += c
+        return 0
+
+    cdef int _reserve_ring(self, Py_ssize_t n) except -1:
+        cdef SymbolHeader* h = &self.header
+        cdef int64_t needed = min(h.count + n, h.capacity), new_size
+        if needed <= h.ring_allocated:
+            return 0
+        new_size = min(max(2 * h.ring_allocated, needed, FIRST_ALLOCATION), h.capacity)
+        self.ring = <double*>_reallocate(self.ring, new_size * sizeof(double))
+        h.ring_allocated = new_size
+        return 0
+
+    cdef void _append_chunk(self, const double* xs, Py_ssize_t c) noexcept:
+        cdef SymbolHeader* h = &self.header
+        cdef int i
+        # Sums first: the prices leaving every window are still in the ring.
+        for i in range(h.max_k):
+            self._slide_sums(i, xs, c)
+        self._slide_deques(xs, c)
+        for i in range(h.max_k):
+            if h.count >= h.window[i] and self._sums_unreliable(i):
+                self._rebuild_sums(i)
+
+    cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept:
+        cdef SymbolHeader* h = &self.header
+        cdef int64_t slot = h.count % h.capacity
+        cdef uint64_t lowest_low = h.lows.tail_virtual, lowest_high = h.highs.tail_virtual
+        cdef bint full = h.count >= h.capacity
+        cdef Py_ssize_t i
+        cdef double x
+        for i in range(c):
+            x = xs[i]
+            if full:
+                evict_slot(&h.lows, self.low_slots, <uint32_t>slot)
+                evict_slot(&h.highs, self.high_slots, <uint32_t>slot)
+            self.ring[slot] = x
+            lowest_low = push_slot(&h.lows, self.low_slots, self.ring, <uint32_t>slot, x,
+                                   False, lowest_low)
+            lowest_high = push_slot(&h.highs, self.high_slots, self.ring, <uint32_t>slot, x,
+                                    True, lowest_high)
+            slot += 1
+            if slot == h.capacity:
+                slot = 0
+                full = True
+        h.count += c
+        advance_fronts(&h.lows, self.low_slots, h, lowest_low, newest_slot(h))
+        advance_fronts(&h.highs, self.high_slots, h, lowest_high, newest_slot(h))
+
+    cdef void _slide_sums(self, int i, const double* xs, Py_ssize_t c) noexcept:
+        """Add the chunk's prices to window i's block sums and its leavers to the gone sums."""
+        cdef SymbolHeader* h = &self.header
+        cdef WindowSums* w = &h.sums[i]
+        cdef int64_t size = h.window[i], start = h.count, p = start, leaver, slot
+        cdef Py_ssize_t done = 0, run
+        cdef const double* leaving
+        while done < c:
+            if p % size == 0:
+                # A new block: shift its terms by its first price.
+                w.block_ref = xs[done]
+            run = min(c - done, size - p % size)
+            if p >= size:
+                leaver = p - size
+                if leaver >= start:
+                    leaving = xs + (leaver - start)
+                else:
+                    slot = leaver % h.capacity
+                    run = min(run, h.capacity - slot, start - leaver)
+                    leaving = self.ring + slot
+                add_shifted_terms(leaving, run, w.tail_ref, &w.gone1, &w.gone2)
+            add_shifted_terms(xs + done, run, w.block_ref, &w.block1, &w.block2)
+            done += run
+            p += run
+            if p % size == 0:
+                # The block is complete and is exactly the window: it becomes the tail.
+                w.tail_ref = w.block_ref
+                w.tail1 = w.block1
+                w.tail2 = w.block2
+                clear_sums(&w.gone1, &w.gone2)
+                clear_sums(&w.block1, &w.block2)
+
+    # -- numerical safety valve ----------------------------------------------------------------
+
+    cdef bint _sums_unreliable(self, int i) noexcept:
+        """True when the rounding error the sums may carry is too large for this window's spread.
+
+        The error of each sum is below SUM_ERROR times the mass (sum of |terms|) that went into
+        it; a volatile stretch that has left the window leaves that mass behind.
+        """
+        cdef SymbolHeader* h = &self.header
+        cdef WindowSums* w = &h.sums[i]
+        cdef double lo = window_min(self, i), hi = window_max(self, i)
+        cdef double mean, m2, error, scale
+        cdef int64_t size = h.window[i], in_block = h.count % size
+        if lo == hi:
+            return False    # reported exactly from min and max
+        self._mean_m2(i, &mean, &m2)
+        # M2 moves one-for-one with the square sums and by 2|mean - ref| with the plain sums,
+        # whose error Cauchy-Schwarz bounds by the square sums' mass.
+        error = SUM_ERROR * (
+            2.0 * w.tail2.s + w.block2.s
+            + 4.0 * fabs(mean - w.tail_ref) * sqrt(size * w.tail2.s)
+            + 2.0 * fabs(mean - w.block_ref) * sqrt(in_block * w.block2.s))
+        scale = max(fabs(lo), fabs(hi))
+        return error > REBUILD_RELATIVE * m2 + REBUILD_ABSOLUTE * size * scale * scale
+
+    cdef void _rebuild_sums(self, int i) noexcept:
+        """Recompute window i's sums from the ring around a fresh reference: its mean."""
+        cdef SymbolHeader* h = &self.header
+        cdef WindowSums* w = &h.sums[i]
+        cdef int64_t size = h.window[i], in_block = h.count % size
+        cdef int64_t first = h.count - size
+        cdef double ref = self.ring[newest_slot(h)]
+        cdef CompensatedSum s1, s2
+        clear_sums(&s1, &s2)
+        self._ring_terms(first, size, ref, &s1, &s2)
+        ref = ref + total(&s1) / size
+        w.tail_ref = w.block_ref = ref
+        clear_sums(&w.tail1, &w.tail2)
+        clear_sums(&w.gone1, &w.gone2)
+        clear_sums(&w.block1, &w.block2)
+        if in_block == 0:
+            self._ring_terms(first, size, ref, &w.tail1, &w.tail2)
+        else:
+            # Only the part of the tail still in the window is summed; gone starts afresh.
+            self._ring_terms(first, size - in_block, ref, &w.tail1, &w.tail2)
+            self._ring_terms(h.count - in_block, in_block, ref, &w.block1, &w.block2)
+        w.recomputes += 1
+
+    cdef void _ring_terms(self, int64_t first, int64_t n, double ref,
+                          CompensatedSum* s1, CompensatedSum* s2) noexcept:
+        """Add the shifted terms of the prices at positions first .. first+n-1 (in the ring)."""
+        cdef int64_t slot = first % self.header.capacity, run
+        while n > 0:
+            run = min(n, self.header.capacity - slot)
+            add_shifted_terms(self.ring + slot, run, ref, s1, s2)
+            n -= run
+            slot = 0
+
+    # -- answering ---------------------------------------------------------------------------
+
+    cdef void _mean_m2(self, int i, double* mean, double* m2) noexcept:
+        """Mean and sum of squared deviations of window i, merging tail and block (Chan et al.)."""
+        cdef SymbolHeader* h = &self.header
+        cdef WindowSums* w = &h.sums[i]
+        cdef int64_t size = h.window[i], in_block = h.count % size, in_tail = size - in_block
+        cdef double tail1 = difference(&w.tail1, &w.gone1)
+        cdef double tail2 = difference(&w.tail2, &w.gone2)
+        cdef double tail_mean = tail1 / in_tail
+        cdef double tail_m2 = max(tail2 - tail1 * tail_mean, 0.0)
+        cdef double block1, block_mean, block_m2, delta, share
+        if in_block == 0:
+            mean[0] = w.tail_ref + tail_mean
+            m2[0] = tail_m2
+            return
+        block1 = total(&w.block1)
+        block_mean = block1 / in_block
+        block_m2 = max(total(&w.block2) - block1 * block_mean, 0.0)
+        delta = (w.block_ref - w.tail_ref) + (block_mean - tail_mean)
+        share = <double>in_block / size
+        mean[0] = w.tail_ref + (tail_mean + delta * share)
+        m2[0] = tail_m2 + block_m2 + delta * delta * in_tail * share
+
+    cdef Stats _stats(self, int k):
+        cdef SymbolHeader* h = &self.header
+        cdef int i = k - 1
+        cdef double mean, m2, spread
+        cdef Stats result
+        if h.count < h.window[i]:
+            raise NotEnoughDataError()
+        result = Stats.__new__(Stats)
+        result.min = window_min(self, i)
+        result.max = window_max(self, i)
+        result.last = self.ring[newest_slot(h)]
+        if result.min == result.max:
+            # A constant window: exact, whatever came before.
+            result.avg = result.min
+            result.var = 0.0
+            return result
+        self._mean_m2(i, &mean, &m2)
+        # Rounding can only push these outside what the exact min and max allow.
+        result.avg = min(max(mean, result.min), result.max)
+        spread = result.max - result.min
+        result.var = min(max(m2 / h.window[i], 0.0), 0.25 * spread * spread)
+        return result
+
+
+cdef class Store:
+    """Symbols to SymbolStats, each created on its first add. Not thread-safe."""
+
+    def __cinit__(self, int max_symbols=DEFAULT_MAX_SYMBOLS, int max_k=DEFAULT_MAX_K):
+        if max_symbols < 1:
+            raise ValueError(f"max_symbols must be at least 1, not {max_symbols}")
+        if not 1 <= max_k <= MAX_MAX_K:
+            raise ValueError(f"max_k must be between 1 and {MAX_MAX_K}, not {max_k}")
+        self._symbols = {}
+        self.max_symbols = max_symbols
+        self.max_k = max_k
+
+    def add(self, symbol, values):
+        """Validate the batch, create the symbol if new (within max_symbols), then append."""
+        cdef array prices = as_prices(values)
+        cdef SymbolStats target = self._symbols.get(symbol)
+        if target is None:
+            if len(self._symbols) >= self.max_symbols:
+                raise TooManySymbolsError(self.max_symbols)
+            target = SymbolStats(self.max_k)
+            self._symbols[symbol] = target
+        target._append(prices.data.as_doubles, len(prices))
+
+    def stats(self, symbol, k):
+        return self[symbol].stats(k)
+
+    @property
+    def nbytes(self):
+        return sum(s.nbytes for s in self._symbols.values())
+
+    def __getitem__(self, symbol):
+        return self._symbols[symbol]
+
+    def __contains__(self, symbol):
+        return symbol in self._symbols
+
+    def __len__(self):
+        return len(self._symbols)
+
+    def __iter__(self):
+        return iter(list(self._symbols))
+
+    def __repr__(self):
+        return f"Store(max_symbols={self.max_symbols}, max_k={self.max_k}, symbols={len(self)})"
