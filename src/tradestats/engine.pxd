@@ -33,13 +33,17 @@ ctypedef struct WindowSums:
     int64_t recomputes    # times this window was rebuilt from the ring (diagnostics)
 
 
-ctypedef struct DequeHeader:
-    # A monotonic deque of ring slots kept in a circular buffer of `capacity` uint32s.
+ctypedef struct DequeCursor:
+    # Where a monotonic deque of ring slots sits in its circular buffer of `capacity` uint32s.
     # Virtual indices count pushes and never wrap; physical = head_phys + (v - head_virtual).
     uint64_t head_virtual
     uint64_t tail_virtual          # one past the newest element
     int64_t head_phys
     int64_t capacity
+
+
+ctypedef struct DequeHeader:
+    DequeCursor at
     uint64_t front[MAX_WINDOWS]    # virtual index of the oldest element inside each window
 
 

@@ -141,43 +141,43 @@ cdef inline void clear_sums(CompensatedSum* a, CompensatedSum* b) noexcept nogil
 # ---------------------------------------------------------------------------------------------
 # Deques of ring slots.
 
-cdef inline int64_t physical(const DequeHeader* dq, uint64_t v) noexcept nogil:
-    cdef int64_t p = dq.head_phys + <int64_t>(v - dq.head_virtual)
-    if p >= dq.capacity:
-        p -= dq.capacity
+cdef inline int64_t physical(const DequeCursor* at, uint64_t v) noexcept nogil:
+    cdef int64_t p = at.head_phys + <int64_t>(v - at.head_virtual)
+    if p >= at.capacity:
+        p -= at.capacity
     return p
 
 
-cdef inline int64_t deque_size(const DequeHeader* dq) noexcept nogil:
-    return <int64_t>(dq.tail_virtual - dq.head_virtual)
+cdef inline int64_t deque_size(const DequeCursor* at) noexcept nogil:
+    return <int64_t>(at.tail_virtual - at.head_virtual)
 
 
-cdef inline void evict_slot(DequeHeader* dq, const uint32_t* slots, uint32_t slot) noexcept nogil:
+cdef inline void evict_slot(DequeCursor* at, const uint32_t* slots, uint32_t slot) noexcept nogil:
     """Drop the oldest element if it is `slot`, the price leaving the largest window."""
-    if dq.tail_virtual != dq.head_virtual and slots[dq.head_phys] == slot:
-        dq.head_virtual += 1
-        dq.head_phys += 1
-        if dq.head_phys == dq.capacity:
-            dq.head_phys = 0
+    if at.tail_virtual != at.head_virtual and slots[at.head_phys] == slot:
+        at.head_virtual += 1
+        at.head_phys += 1
+        if at.head_phys == at.capacity:
+            at.head_phys = 0
 
 
-cdef inline uint64_t push_slot(DequeHeader* dq, uint32_t* slots, const double* ring,
+cdef inline uint64_t push_slot(DequeCursor* at, uint32_t* slots, const double* ring,
                                uint32_t slot, double x, bint keeps_max,
                                uint64_t lowest) noexcept nogil:
     """Pop the elements x dominates, push slot; return min(lowest, index x landed at)."""
     cdef int64_t back
-    while dq.tail_virtual != dq.head_virtual:
-        back = physical(dq, dq.tail_virtual - 1)
+    while at.tail_virtual != at.head_virtual:
+        back = physical(at, at.tail_virtual - 1)
         if keeps_max:
             if ring[slots[back]] > x:
                 break
         elif ring[slots[back]] < x:
             break
-        dq.tail_virtual -= 1
-    if dq.tail_virtual < lowest:
-        lowest = dq.tail_virtual
-    slots[physical(dq, dq.tail_virtual)] = slot
-    dq.tail_virtual += 1
+        at.tail_virtual -= 1
+    if at.tail_virtual < lowest:
+        lowest = at.tail_virtual
+    slots[physical(at, at.tail_virtual)] = slot
+    at.tail_virtual += 1
     return lowest
 
 
@@ -197,38 +197,39 @@ cdef void advance_fronts(DequeHeader* dq, const uint32_t* slots, const SymbolHea
     """
     cdef int i
     cdef uint64_t v
+    cdef const DequeCursor* at = &dq.at
     for i in range(h.max_k - 1):
         v = dq.front[i]
         if lowest < v:
             v = lowest
-        if v < dq.head_virtual:
-            v = dq.head_virtual
-        while v < dq.tail_virtual and \
-                age_of(slots[physical(dq, v)], newest_slot, h.capacity) >= h.window[i]:
+        if v < at.head_virtual:
+            v = at.head_virtual
+        while v < at.tail_virtual and \
+                age_of(slots[physical(at, v)], newest_slot, h.capacity) >= h.window[i]:
             v += 1
         dq.front[i] = v
-    dq.front[h.max_k - 1] = dq.head_virtual
+    dq.front[h.max_k - 1] = at.head_virtual
 
 
-cdef int grow_deque(DequeHeader* dq, uint32_t** slots, int64_t needed, int64_t limit) except -1:
+cdef int grow_deque(DequeCursor* at, uint32_t** slots, int64_t needed, int64_t limit) except -1:
     """Make room for `needed` elements (at most `limit`), laying the deque out from slot 0."""
     cdef int64_t new_capacity, size, first_run
     cdef uint32_t* grown
-    if needed <= dq.capacity:
+    if needed <= at.capacity:
         return 0
-    new_capacity = max(2 * dq.capacity, needed, FIRST_ALLOCATION)
+    new_capacity = max(2 * at.capacity, needed, FIRST_ALLOCATION)
     if new_capacity > limit:
         new_capacity = limit
-    size = deque_size(dq)
+    size = deque_size(at)
     grown = <uint32_t*>_reallocate(NULL, new_capacity * sizeof(uint32_t))
     if size:
-        first_run = min(size, dq.capacity - dq.head_phys)
-        memcpy(grown, slots[0] + dq.head_phys, first_run * sizeof(uint32_t))
+        first_run = min(size, at.capacity - at.head_phys)
+        memcpy(grown, slots[0] + at.head_phys, first_run * sizeof(uint32_t))
         memcpy(grown + first_run, slots[0], (size - first_run) * sizeof(uint32_t))
     PyMem_Free(slots[0])
     slots[0] = grown
-    dq.capacity = new_capacity
-    dq.head_phys = 0
+    at.capacity = new_capacity
+    at.head_phys = 0
     return 0
 
 
@@ -335,11 +336,11 @@ def _make_stats(double minimum, double maximum, double last, double avg, double 
 
 
 cdef inline double window_min(SymbolStats s, int i) noexcept:
-    return s.ring[s.low_slots[physical(&s.header.lows, s.header.lows.front[i])]]
+    return s.ring[s.low_slots[physical(&s.header.lows.at, s.header.lows.front[i])]]
 
 
 cdef inline double window_max(SymbolStats s, int i) noexcept:
-    return s.ring[s.high_slots[physical(&s.header.highs, s.header.highs.front[i])]]
+    return s.ring[s.high_slots[physical(&s.header.highs.at, s.header.highs.front[i])]]
 
 
 cdef inline int64_t newest_slot(const SymbolHeader* h) noexcept nogil:
@@ -377,7 +378,7 @@ cdef class SymbolStats:
     def nbytes(self):
         """Bytes of memory held now: the header, the ring and both deques."""
         return (sizeof(SymbolHeader) + sizeof(double) * self.header.ring_allocated
-                + sizeof(uint32_t) * (self.header.lows.capacity + self.header.highs.capacity))
+                + sizeof(uint32_t) * (self.header.lows.at.capacity + self.header.highs.at.capacity))
 
     @property
     def rebuilds(self):
@@ -394,7 +395,7 @@ cdef class SymbolStats:
 
     def stats(self, k):
         """Statistics over the last 10**k prices, in O(1)."""
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) \
+        if type(k) is not int and (isinstance(k, bool) or not isinstance(k, numbers.Integral)) \
                 or not 1 <= k <= self.header.max_k:
             raise ValueError(f"k must be an integer from 1 to {self.header.max_k}, not {k!r}")
         return self._stats(<int>k)
@@ -413,10 +414,10 @@ cdef class SymbolStats:
         self._reserve_ring(n)
         while done < n:
             c = min(n - done, chunk_limit)
-            grow_deque(&h.lows, &self.low_slots, min(deque_size(&h.lows) + c, h.capacity),
+            grow_deque(&h.lows.at, &self.low_slots, min(deque_size(&h.lows.at) + c, h.capacity),
                        h.capacity)
-            grow_deque(&h.highs, &self.high_slots, min(deque_size(&h.highs) + c, h.capacity),
-                       h.capacity)
+            grow_deque(&h.highs.at, &self.high_slots,
+                       min(deque_size(&h.highs.at) + c, h.capacity), h.capacity)
             self._append_chunk(values + done, c)
             done += c
         return 0
@@ -444,28 +445,35 @@ cdef class SymbolStats:
 
     cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept:
         cdef SymbolHeader* h = &self.header
-        cdef int64_t slot = h.count % h.capacity
-        cdef uint64_t lowest_low = h.lows.tail_virtual, lowest_high = h.highs.tail_virtual
-        cdef bint full = h.count >= h.capacity
+        # Local copies: the compiler keeps them in registers, which it cannot do for fields
+        # reached through a pointer while storing through others.
+        cdef DequeCursor lows = h.lows.at, highs = h.highs.at
+        cdef uint32_t* low_slots = self.low_slots
+        cdef uint32_t* high_slots = self.high_slots
+        cdef double* ring = self.ring
+        cdef int64_t capacity = h.capacity, slot = h.count % h.capacity
+        cdef uint64_t lowest_low = lows.tail_virtual, lowest_high = highs.tail_virtual
+        cdef bint full = h.count >= capacity
         cdef Py_ssize_t i
         cdef double x
         for i in range(c):
             x = xs[i]
             if full:
-                evict_slot(&h.lows, self.low_slots, <uint32_t>slot)
-                evict_slot(&h.highs, self.high_slots, <uint32_t>slot)
-            self.ring[slot] = x
-            lowest_low = push_slot(&h.lows, self.low_slots, self.ring, <uint32_t>slot, x,
-                                   False, lowest_low)
-            lowest_high = push_slot(&h.highs, self.high_slots, self.ring, <uint32_t>slot, x,
-                                    True, lowest_high)
+                evict_slot(&lows, low_slots, <uint32_t>slot)
+                evict_slot(&highs, high_slots, <uint32_t>slot)
+            ring[slot] = x
+            lowest_low = push_slot(&lows, low_slots, ring, <uint32_t>slot, x, False, lowest_low)
+            lowest_high = push_slot(&highs, high_slots, ring, <uint32_t>slot, x, True,
+                                    lowest_high)
             slot += 1
-            if slot == h.capacity:
+            if slot == capacity:
                 slot = 0
                 full = True
+        h.lows.at = lows
+        h.highs.at = highs
         h.count += c
-        advance_fronts(&h.lows, self.low_slots, h, lowest_low, newest_slot(h))
-        advance_fronts(&h.highs, self.high_slots, h, lowest_high, newest_slot(h))
+        advance_fronts(&h.lows, low_slots, h, lowest_low, newest_slot(h))
+        advance_fronts(&h.highs, high_slots, h, lowest_high, newest_slot(h))
 
     cdef void _slide_sums(self, int i, const double* xs, Py_ssize_t c) noexcept:
         """Add the chunk's prices to window i's block sums and its leavers to the gone sums."""
