@@ -483,9 +483,8 @@ cdef class SymbolStats:
         cdef Py_ssize_t done = 0, run
         cdef const double* leaving
         while done < c:
-            if p % size == 0:
-                # A new block: shift its terms by its first price.
-                w.block_ref = xs[done]
+            if p == 0:
+                w.block_ref = xs[0]
             run = min(c - done, size - p % size)
             if p >= size:
                 leaver = p - size
@@ -500,12 +499,14 @@ cdef class SymbolStats:
             done += run
             p += run
             if p % size == 0:
-                # The block is complete and is exactly the window: it becomes the tail.
+                # The block is complete and is exactly the window: it becomes the tail. The next
+                # block is shifted by this window's mean, which one outlier cannot drag far.
                 w.tail_ref = w.block_ref
                 w.tail1 = w.block1
                 w.tail2 = w.block2
                 clear_sums(&w.gone1, &w.gone2)
                 clear_sums(&w.block1, &w.block2)
+                w.block_ref = w.tail_ref + total(&w.tail1) / size
 
     # -- numerical safety valve ----------------------------------------------------------------
 
