@@ -1,4 +1,5 @@
 """Type stubs for the Cython engine (tradestats/engine.pyx)."""
+from array import array
 from typing import Iterator, Sequence, Union
 
 from typing_extensions import Buffer  # noqa: F401  (PEP 688; any 1-D float64 buffer)
@@ -33,6 +34,9 @@ class Stats:
     def as_dict(self) -> dict[str, float]: ...
     def __iter__(self) -> Iterator[float]: ...
 
+def as_prices(values: Prices) -> "array[float]":
+    """Validate a whole batch into array('d'); InvalidPriceError/TypeError before anything is stored."""
+
 class SymbolStats:
     """One symbol's rolling store over the windows 10**1 .. 10**max_k."""
     def __init__(self, max_k: int = 8) -> None: ...
@@ -41,6 +45,9 @@ class SymbolStats:
     @property
     def nbytes(self) -> int:
         """Bytes of memory this symbol holds now."""
+    @property
+    def rebuilds(self) -> tuple[int, ...]:
+        """Per window, how often its sums were rebuilt from the ring (numerical safety valve)."""
     def add(self, values: Prices) -> None:
         """Append prices, oldest first; all or nothing. ValueError names the first bad index."""
     def stats(self, k: int) -> Stats:
