@@ -1,9 +1,9 @@
-"""Build the Cython engine; all metadata lives in pyproject.toml."""
+"""Build the Cython engine; all metadata lives in pyproject.toml.
+
+Compiler directives live in one place: the header line of src/tradestats/engine.pyx.
+"""
 from Cython.Build import cythonize
 from setuptools import Extension, setup
-
-# Directives for every kernel are set once here and at the top of engine.pyx.
-COMPILER_DIRECTIVES = {"language_level": "3", "embedsignature": True}
 
 extensions = [
     Extension(
@@ -13,4 +13,4 @@ extensions = [
     )
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES))
+setup(ext_modules=cythonize(extensions))

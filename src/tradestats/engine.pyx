@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, embedsignature=True
 """The tradestats engine: per-symbol rolling statistics over the windows 10**1 .. 10**max_k.
 
 Per symbol: a ring of the last 10**max_k prices, two monotonic deques of ring slots (one for the
