@@ -1,0 +1,69 @@
+"""Every client-facing ``detail`` text and every log message, in one place.
+
+The texts marked *contract* are quoted verbatim in ../shared/API.md and existing clients match on
+them: change them only together with the contract. The others must keep naming the field or the
+limit involved, but their wording is ours.
+"""
+
+# --- GET /stats/ (contract) ---------------------------------------------------------------------
+INVALID_K = "Invalid k value"
+MISSING_SYMBOL = "Missing symbol"
+SYMBOL_NOT_FOUND = "Symbol {symbol} not found"
+NOT_ENOUGH_DATA = "Not enough data points"
+
+# --- POST /add_batch/ ---------------------------------------------------------------------------
+BATCH_ADDED = "Batch data added successfully"  # contract: the whole success body is this message
+
+BODY_EMPTY = "Request body is empty: expected a JSON object with 'symbol' and 'values'"
+BODY_NOT_JSON = "Request body is not valid JSON"
+BODY_NON_FINITE_NUMBER = (
+    "Request body is not valid JSON: NaN, Infinity or an out-of-range number outside 'values'"
+)
+BODY_NOT_OBJECT = "Request body must be a JSON object with 'symbol' and 'values'"
+BODY_TOO_LARGE = "Request body is larger than the limit of {max_body_bytes} bytes"
+UNSUPPORTED_MEDIA_TYPE = "Unsupported Content-Type {content_type!r}: send application/json"
+
+SYMBOL_MISSING = "Field 'symbol' is required"
+SYMBOL_NOT_STRING = "Field 'symbol' must be a string"
+SYMBOL_EMPTY = "Field 'symbol' must not be empty"
+SYMBOL_TOO_LONG = "Field 'symbol' must be at most {max_length} characters long"
+SYMBOL_CONTROL_CHARACTERS = (
+    "Field 'symbol' must not contain control characters or unpaired surrogates"
+)
+SYMBOL_LIMIT_REACHED = (
+    "Symbol limit reached: this server stores at most {max_symbols} symbols, "
+    "so a new symbol cannot be added"
+)
+
+VALUES_MISSING = "Field 'values' is required"
+VALUES_NOT_ARRAY = "Field 'values' must be a JSON array of numbers"
+VALUES_OVER_BATCH_LIMIT = (
+    "Field 'values' has {count} elements, more than the batch limit of {max_batch}"
+)
+VALUE_INVALID = (
+    "Field 'values' element {index} is not a finite number with magnitude at most {max_abs:g}"
+)
+
+# --- Errors Falcon raises itself (routing, headers) -----------------------------------------------
+NOT_FOUND = "Path {path} not found"
+METHOD_NOT_ALLOWED = "Method {method} not allowed on {path}; allowed: {allowed}"
+INTERNAL_ERROR = "Internal server error"
+HTTP_ERROR_FALLBACK = "{title}"
+
+# --- GET /health ----------------------------------------------------------------------------------
+HEALTH_OK = "ok"
+
+# --- tradestats-serve (command line and logs) -----------------------------------------------------
+WORKERS_REFUSED = (
+    "--workers {workers}: tradestats runs exactly one worker process, because the prices live in "
+    "that process's memory and a second worker would hold different data. Scale with one server "
+    "per set of symbols instead."
+)
+ARGUMENT_OUT_OF_RANGE = "must be an integer from {low} to {high}, got {value!r}"
+STARTUP = (
+    "tradestats {version}: worker class {worker_class}, listening on {bind}; "
+    "max_k={max_k} max_symbols={max_symbols} max_batch={max_batch} "
+    "max_body_bytes={max_body_bytes}; worst-case price memory {worst_case} "
+    "({bytes_per_price} B x 10**{max_k} prices x {max_symbols} symbols)"
+)
+MEINHELD_FALLBACK = "meinheld is not importable here: using gunicorn's {worker_class} worker"
