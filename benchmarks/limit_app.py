@@ -2,7 +2,7 @@
 
 A minimal Falcon app with the same routes as tradestats, served by exactly the gunicorn
 configuration of ``tradestats-serve`` (same worker class, one worker, same keep-alive, logging
-and meinheld body limit: it reuses ``tradestats.server``'s settings and application class). It
+and meinheld body limit: it subclasses ``tradestats.server``'s application class). It
 does what every request needs from the stack and nothing of tradestats' own:
 
 - ``POST /add_batch/`` reads and parses the JSON body with the same orjson media handler as the
@@ -92,8 +92,8 @@ class LimitApplication(server.TradestatsApplication):
         return options
 
     def load(self) -> Any:
-        if self.cfg.worker_class.__module__.startswith("meinheld"):
-            server.refuse_oversized_bodies_in_meinheld(self.settings.max_body_bytes)
+        # Worker-level settings (meinheld's body limit, keep-alive, logging) are applied by the
+        # worker class that tradestats-serve configures, from self.settings: nothing to do here.
         return create_limit_app()
 
 
