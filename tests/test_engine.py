@@ -631,10 +631,6 @@ def test_max_k_out_of_range(max_k):
         Store(max_k=max_k)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: SymbolStats/Store take max_k and max_symbols as a C int, so a float is "
-    "silently truncated (SymbolStats(2.9).max_k == 2) and a bool accepted "
-    "(SymbolStats(True).max_k == 1), while stats(k) rejects 1.5 and True"))
 @pytest.mark.parametrize("make", [
     lambda v: SymbolStats(v),
     lambda v: Store(max_k=v),

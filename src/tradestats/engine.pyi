@@ -6,6 +6,9 @@ from typing_extensions import Buffer  # noqa: F401  (PEP 688; any 1-D float64 bu
 
 Prices = Union[Sequence[float], "Buffer"]
 
+#: Bytes per stored price at a full window when both deques are full (ring + two deque slots).
+WORST_CASE_BYTES_PER_PRICE: int
+
 class NotEnoughDataError(ValueError):
     """Fewer than 10**k prices were added; message: ``Not enough data points``."""
 

@@ -11,6 +11,7 @@ import numbers
 from cpython.array cimport array, clone
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.limits cimport INT_MAX
 from libc.math cimport fabs, isfinite, sqrt
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
@@ -37,6 +38,8 @@ cdef double SUM_ERROR = 24 * 2.0 ** -53
 cdef double REBUILD_RELATIVE = 1e-11
 cdef double REBUILD_ABSOLUTE = 1e-32
 cdef int64_t FIRST_ALLOCATION = 16
+#: A full window's memory per price when both deques are full: ring slot plus two deque slots.
+WORST_CASE_BYTES_PER_PRICE = sizeof(double) + 2 * sizeof(uint32_t)
 
 
 class NotEnoughDataError(ValueError):
@@ -236,6 +239,14 @@ cdef int grow_deque(DequeCursor* at, uint32_t** slots, int64_t needed, int64_t l
 # ---------------------------------------------------------------------------------------------
 # Input validation: a batch becomes a contiguous float64 array, or nothing happens.
 
+cdef int integer_in_range(str name, object value, int low, int high) except? -1:
+    """value as a C int, or ValueError: no bool, float or out-of-range value is cut to fit."""
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)) \
+            or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
 cdef inline bint acceptable(double x) noexcept nogil:
     return isfinite(x) and fabs(x) <= _MAX_ABS_PRICE
 
@@ -353,10 +364,9 @@ cdef class SymbolStats:
     Not thread-safe; the GIL is held throughout `add`, so no reader sees half a batch.
     """
 
-    def __cinit__(self, int max_k=DEFAULT_MAX_K):
+    def __cinit__(self, max_k=DEFAULT_MAX_K):
         cdef int i
-        if not 1 <= max_k <= MAX_MAX_K:
-            raise ValueError(f"max_k must be between 1 and {MAX_MAX_K}, not {max_k}")
+        max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
         memset(&self.header, 0, sizeof(SymbolHeader))
         self.header.max_k = max_k
         cdef int64_t size = 1
@@ -395,10 +405,7 @@ cdef class SymbolStats:
 
     def stats(self, k):
         """Statistics over the last 10**k prices, in O(1)."""
-        if type(k) is not int and (isinstance(k, bool) or not isinstance(k, numbers.Integral)) \
-                or not 1 <= k <= self.header.max_k:
-            raise ValueError(f"k must be an integer from 1 to {self.header.max_k}, not {k!r}")
-        return self._stats(<int>k)
+        return self._stats(integer_in_range("k", k, 1, self.header.max_k))
 
     def __repr__(self):
         return f"SymbolStats(max_k={self.header.max_k}, len={self.header.count})"
@@ -617,14 +624,10 @@ cdef class SymbolStats:
 cdef class Store:
     """Symbols to SymbolStats, each created on its first add. Not thread-safe."""
 
-    def __cinit__(self, int max_symbols=DEFAULT_MAX_SYMBOLS, int max_k=DEFAULT_MAX_K):
-        if max_symbols < 1:
-            raise ValueError(f"max_symbols must be at least 1, not {max_symbols}")
-        if not 1 <= max_k <= MAX_MAX_K:
-            raise ValueError(f"max_k must be between 1 and {MAX_MAX_K}, not {max_k}")
+    def __cinit__(self, max_symbols=DEFAULT_MAX_SYMBOLS, max_k=DEFAULT_MAX_K):
+        self.max_symbols = integer_in_range("max_symbols", max_symbols, 1, INT_MAX)
+        self.max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
         self._symbols = {}
-        self.max_symbols = max_symbols
-        self.max_k = max_k
 
     def add(self, symbol, values):
         """Validate the batch, create the symbol if new (within max_symbols), then append."""

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 from gunicorn.app.base import BaseApplication
 
 from tradestats import __version__, limits, messages
+from tradestats.engine import WORST_CASE_BYTES_PER_PRICE
 
 #: meinheld's worker with tradestats' fixes (see meinheld_worker.py); the stock one is mapped to it.
 MEINHELD_WORKER = "tradestats.meinheld_worker.MeinheldWorker"
@@ -15,9 +16,6 @@ STOCK_MEINHELD_WORKER = "meinheld.gmeinheld.MeinheldWorker"
 FALLBACK_WORKER = "gthread"
 WORKER_ALIASES = {"meinheld": MEINHELD_WORKER, STOCK_MEINHELD_WORKER: MEINHELD_WORKER}
 
-#: The engine's worst case per stored price: a float64 ring slot plus one uint32 slot in each of the
-#: min and max deques.
-WORST_CASE_BYTES_PER_PRICE = 16
 
 #: gthread reads each request body on a pool thread; a few threads keep one slow uploader from
 #: stalling everybody else (the engine itself is serialised by a lock in the web layer).
