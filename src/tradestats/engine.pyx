@@ -13,7 +13,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.limits cimport INT_MAX
 from libc.math cimport fabs, isfinite, sqrt
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from tradestats.limits import DEFAULT_MAX_K, DEFAULT_MAX_SYMBOLS, MAX_ABS_PRICE, MAX_MAX_K
@@ -24,8 +24,9 @@ cdef array _DOUBLE_TEMPLATE = array("d")
 NOT_ENOUGH_DATA = "Not enough data points"
 
 # Prices are appended in chunks: sums and deque fronts are brought up to date once per chunk.
-# A chunk must be shorter than capacity - 10**(max_k-1) so that no price inside a smaller
-# window at the start of a chunk can leave the largest window before the chunk ends.
+# A chunk is at most capacity - 10**(max_k-1) prices (at most capacity if max_k is 1), so that no
+# price inside a smaller window at the start of a chunk can leave the largest window before the
+# chunk ends, and the chunk never laps the ring.
 cdef enum:
     CHUNK = 4096
 # Terms are summed plainly in groups of GROUP (four lanes), each group folded into a Neumaier sum:
@@ -155,40 +156,58 @@ cdef inline int64_t deque_size(const DequeCursor* at) noexcept nogil:
     return <int64_t>(at.tail_virtual - at.head_virtual)
 
 
-cdef inline void evict_slot(DequeCursor* at, const uint32_t* slots, uint32_t slot) noexcept nogil:
-    """Drop the oldest element if it is `slot`, the price leaving the largest window."""
-    if at.tail_virtual != at.head_virtual and slots[at.head_phys] == slot:
+cdef inline int64_t age_of(uint32_t slot, int64_t newest_slot, int64_t capacity) noexcept nogil:
+    cdef int64_t age = newest_slot - <int64_t>slot
+    if age < 0:
+        age += capacity
+    return age
+
+
+cdef inline void expire_before_chunk(DequeCursor* at, const uint32_t* slots, int64_t newest_slot,
+                                     int64_t min_age, int64_t capacity) noexcept nogil:
+    """Drop the oldest elements whose age (before the chunk) is at least min_age: the prices the
+    chunk pushes out of the largest window. Runs before the chunk overwrites their ring slots."""
+    while at.tail_virtual != at.head_virtual and \
+            age_of(slots[at.head_phys], newest_slot, capacity) >= min_age:
         at.head_virtual += 1
         at.head_phys += 1
         if at.head_phys == at.capacity:
             at.head_phys = 0
 
 
-cdef inline uint64_t push_slot(DequeCursor* at, uint32_t* slots, const double* ring,
-                               uint32_t slot, double x, bint keeps_max,
-                               uint64_t lowest) noexcept nogil:
-    """Pop the elements x dominates, push slot; return min(lowest, index x landed at)."""
-    cdef int64_t back
+cdef inline uint64_t merge_chunk(DequeCursor* at, uint32_t* slots, const double* ring,
+                                 const double* xs, Py_ssize_t c, int64_t first_slot,
+                                 int64_t capacity, bint keeps_max, int32_t* survivors) noexcept nogil:
+    """The deque after a whole chunk, built at once; returns the virtual index the chunk's
+    first survivor landed at (where fronts passed by pops restart).
+
+    A chunk price survives iff no later chunk price dominates it: a scan from the end that keeps
+    the running extreme. Its branch is rarely taken on real prices, unlike the per-price pops
+    of the textbook deque. Old elements are popped once, against the chunk's extreme.
+    """
+    cdef Py_ssize_t j, kept = 1
+    cdef double extreme = xs[c - 1]
+    cdef int64_t slot
+    survivors[0] = <int32_t>(c - 1)
+    for j in range(c - 2, -1, -1):
+        if (xs[j] > extreme) if keeps_max else (xs[j] < extreme):
+            extreme = xs[j]
+            survivors[kept] = <int32_t>j
+            kept += 1
     while at.tail_virtual != at.head_virtual:
-        back = physical(at, at.tail_virtual - 1)
-        if keeps_max:
-            if ring[slots[back]] > x:
-                break
-        elif ring[slots[back]] < x:
+        slot = slots[physical(at, at.tail_virtual - 1)]
+        if (ring[slot] > extreme) if keeps_max else (ring[slot] < extreme):
             break
         at.tail_virtual -= 1
-    if at.tail_virtual < lowest:
-        lowest = at.tail_virtual
-    slots[physical(at, at.tail_virtual)] = slot
-    at.tail_virtual += 1
-    return lowest
-
-
-cdef inline int64_t age_of(uint32_t slot, int64_t newest_slot, int64_t capacity) noexcept nogil:
-    cdef int64_t age = newest_slot - <int64_t>slot
-    if age < 0:
-        age += capacity
-    return age
+    cdef uint64_t landed = at.tail_virtual
+    while kept > 0:
+        kept -= 1
+        slot = first_slot + survivors[kept]
+        if slot >= capacity:
+            slot -= capacity
+        slots[physical(at, at.tail_virtual)] = <uint32_t>slot
+        at.tail_virtual += 1
+    return landed
 
 
 cdef void advance_fronts(DequeHeader* dq, const uint32_t* slots, const SymbolHeader* h,
@@ -414,10 +433,10 @@ cdef class SymbolStats:
 
     cdef int _append(self, const double* values, Py_ssize_t n) except -1:
         cdef Py_ssize_t done = 0, c
-        cdef int64_t chunk_limit = CHUNK
         cdef SymbolHeader* h = &self.header
-        if h.max_k > 1 and h.capacity - h.window[h.max_k - 2] < chunk_limit:
-            chunk_limit = h.capacity - h.window[h.max_k - 2]
+        cdef int64_t chunk_limit = min(<int64_t>CHUNK, h.capacity)
+        if h.max_k > 1:
+            chunk_limit = min(chunk_limit, h.capacity - h.window[h.max_k - 2])
         self._reserve_ring(n)
         while done < n:
             c = min(n - done, chunk_limit)
@@ -452,35 +471,23 @@ cdef class SymbolStats:
 
     cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept:
         cdef SymbolHeader* h = &self.header
-        # Local copies: the compiler keeps them in registers, which it cannot do for fields
-        # reached through a pointer while storing through others.
-        cdef DequeCursor lows = h.lows.at, highs = h.highs.at
-        cdef uint32_t* low_slots = self.low_slots
-        cdef uint32_t* high_slots = self.high_slots
-        cdef double* ring = self.ring
-        cdef int64_t capacity = h.capacity, slot = h.count % h.capacity
-        cdef uint64_t lowest_low = lows.tail_virtual, lowest_high = highs.tail_virtual
-        cdef bint full = h.count >= capacity
-        cdef Py_ssize_t i
-        cdef double x
-        for i in range(c):
-            x = xs[i]
-            if full:
-                evict_slot(&lows, low_slots, <uint32_t>slot)
-                evict_slot(&highs, high_slots, <uint32_t>slot)
-            ring[slot] = x
-            lowest_low = push_slot(&lows, low_slots, ring, <uint32_t>slot, x, False, lowest_low)
-            lowest_high = push_slot(&highs, high_slots, ring, <uint32_t>slot, x, True,
-                                    lowest_high)
-            slot += 1
-            if slot == capacity:
-                slot = 0
-                full = True
-        h.lows.at = lows
-        h.highs.at = highs
+        cdef int64_t capacity = h.capacity, first_slot = h.count % capacity, run
+        cdef int32_t survivors[CHUNK]
+        cdef uint64_t lowest_low, lowest_high
+        if h.count + c > capacity:
+            expire_before_chunk(&h.lows.at, self.low_slots, newest_slot(h), capacity - c, capacity)
+            expire_before_chunk(&h.highs.at, self.high_slots, newest_slot(h), capacity - c,
+                                capacity)
+        lowest_low = merge_chunk(&h.lows.at, self.low_slots, self.ring, xs, c, first_slot,
+                                 capacity, False, survivors)
+        lowest_high = merge_chunk(&h.highs.at, self.high_slots, self.ring, xs, c, first_slot,
+                                  capacity, True, survivors)
+        run = min(c, capacity - first_slot)
+        memcpy(self.ring + first_slot, xs, run * sizeof(double))
+        memcpy(self.ring, xs + run, (c - run) * sizeof(double))
         h.count += c
-        advance_fronts(&h.lows, low_slots, h, lowest_low, newest_slot(h))
-        advance_fronts(&h.highs, high_slots, h, lowest_high, newest_slot(h))
+        advance_fronts(&h.lows, self.low_slots, h, lowest_low, newest_slot(h))
+        advance_fronts(&h.highs, self.high_slots, h, lowest_high, newest_slot(h))
 
     cdef void _slide_sums(self, int i, const double* xs, Py_ssize_t c) noexcept:
         """Add the chunk's prices to window i's block sums and its leavers to the gone sums."""
