@@ -17,11 +17,10 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from tradestats.limits import DEFAULT_MAX_K, DEFAULT_MAX_SYMBOLS, MAX_ABS_PRICE, MAX_MAX_K
+from tradestats.messages import NOT_ENOUGH_DATA
 
 cdef double _MAX_ABS_PRICE = MAX_ABS_PRICE
 cdef array _DOUBLE_TEMPLATE = array("d")
-
-NOT_ENOUGH_DATA = "Not enough data points"
 
 # Prices are appended in chunks: sums and deque fronts are brought up to date once per chunk.
 # A chunk is at most capacity - 10**(max_k-1) prices (at most capacity if max_k is 1), so that no
@@ -233,15 +232,18 @@ cdef void advance_fronts(DequeHeader* dq, const uint32_t* slots, const SymbolHea
     dq.front[h.max_k - 1] = at.head_virtual
 
 
+cdef inline int64_t grown_capacity(int64_t current, int64_t needed, int64_t limit) noexcept nogil:
+    """Double (at least to `needed`), never past `limit`: memory follows the data."""
+    return min(max(2 * current, needed, FIRST_ALLOCATION), limit)
+
+
 cdef int grow_deque(DequeCursor* at, uint32_t** slots, int64_t needed, int64_t limit) except -1:
     """Make room for `needed` elements (at most `limit`), laying the deque out from slot 0."""
     cdef int64_t new_capacity, size, first_run
     cdef uint32_t* grown
     if needed <= at.capacity:
         return 0
-    new_capacity = max(2 * at.capacity, needed, FIRST_ALLOCATION)
-    if new_capacity > limit:
-        new_capacity = limit
+    new_capacity = grown_capacity(at.capacity, needed, limit)
     size = deque_size(at)
     grown = <uint32_t*>_reallocate(NULL, new_capacity * sizeof(uint32_t))
     if size:
@@ -453,7 +455,7 @@ cdef class SymbolStats:
         cdef int64_t needed = min(h.count + n, h.capacity), new_size
         if needed <= h.ring_allocated:
             return 0
-        new_size = min(max(2 * h.ring_allocated, needed, FIRST_ALLOCATION), h.capacity)
+        new_size = grown_capacity(h.ring_allocated, needed, h.capacity)
         self.ring = <double*>_reallocate(self.ring, new_size * sizeof(double))
         h.ring_allocated = new_size
         return 0
