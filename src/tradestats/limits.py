@@ -14,3 +14,7 @@ MAX_SYMBOL_LENGTH = 64
 #: 10,000 numbers of up to ~25 characters each ("-1.2345678901234567e-100,") plus the symbol
 #: and JSON punctuation fit with room to spare.
 DEFAULT_MAX_BODY_BYTES = 512 * 1024
+
+#: By default a stop signal (SIGTERM, SIGINT, SIGQUIT) lets requests in flight finish for at most
+#: this many seconds (--graceful-timeout); the master then kills what is left.
+SHUTDOWN_GRACE_SECONDS = 5

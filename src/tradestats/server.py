@@ -10,11 +10,17 @@ from gunicorn.app.base import BaseApplication
 from tradestats import __version__, limits, messages
 from tradestats.engine import WORST_CASE_BYTES_PER_PRICE
 
-#: meinheld's worker with tradestats' fixes (see meinheld_worker.py); the stock one is mapped to it.
-MEINHELD_WORKER = "tradestats.meinheld_worker.MeinheldWorker"
+#: gunicorn's workers with tradestats' fixes (see workers/); the stock names are mapped to them.
+MEINHELD_WORKER = "tradestats.workers.meinheld.MeinheldWorker"
 STOCK_MEINHELD_WORKER = "meinheld.gmeinheld.MeinheldWorker"
-FALLBACK_WORKER = "gthread"
-WORKER_ALIASES = {"meinheld": MEINHELD_WORKER, STOCK_MEINHELD_WORKER: MEINHELD_WORKER}
+FALLBACK_WORKER = "tradestats.workers.gthread.ThreadWorker"
+STOCK_GTHREAD_WORKER = "gunicorn.workers.gthread.ThreadWorker"
+WORKER_ALIASES = {
+    "meinheld": MEINHELD_WORKER,
+    STOCK_MEINHELD_WORKER: MEINHELD_WORKER,
+    "gthread": FALLBACK_WORKER,
+    STOCK_GTHREAD_WORKER: FALLBACK_WORKER,
+}
 
 
 #: gthread reads each request body on a pool thread; a few threads keep one slow uploader from
@@ -34,6 +40,7 @@ class ServeSettings:
     max_body_bytes: int
     log_level: str
     worker_class: str
+    graceful_timeout: int = limits.SHUTDOWN_GRACE_SECONDS
 
     @property
     def bind(self) -> str:
@@ -124,11 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=integer_in_range(1), default=limits.DEFAULT_MAX_BODY_BYTES,
         help="largest /add_batch/ body accepted",
     )
+    parser.add_argument(
+        "--graceful-timeout", type=integer_in_range(0, 3600), default=limits.SHUTDOWN_GRACE_SECONDS,
+        help="seconds a stop signal (SIGTERM, SIGINT) leaves requests in flight to finish (0..3600)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument(
         "--worker-class", default=None,
         help=f"gunicorn worker class (default: {MEINHELD_WORKER} when meinheld imports, "
-        f"else {FALLBACK_WORKER}; 'meinheld' and {STOCK_MEINHELD_WORKER} mean the former)",
+        f"else {FALLBACK_WORKER}; 'meinheld' and {STOCK_MEINHELD_WORKER} mean the former, "
+        f"'gthread' and {STOCK_GTHREAD_WORKER} the latter)",
     )
     parser.add_argument(
         "--workers", type=int, default=1,
@@ -151,6 +163,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
         max_batch=args.max_batch,
         max_body_bytes=args.max_body_bytes,
         log_level=args.log_level,
+        graceful_timeout=args.graceful_timeout,
         worker_class=WORKER_ALIASES.get(worker_class, worker_class),
     )
 
@@ -178,6 +191,8 @@ class TradestatsApplication(BaseApplication):
             "workers": 1,
             "worker_class": settings.worker_class,
             "threads": GTHREAD_THREADS,
+            # A stop signal lets requests in flight finish for this long, then the master kills.
+            "graceful_timeout": settings.graceful_timeout,
             "loglevel": settings.log_level,
             "proc_name": "tradestats",
             "when_ready": when_ready,

@@ -20,6 +20,8 @@ from gunicorn.workers.base import Worker
 from meinheld import server as meinheld_server
 from meinheld.gmeinheld import MeinheldWorker as StockMeinheldWorker
 
+from tradestats.workers.lifecycle import die_with_master
+
 
 class MeinheldErrorLog:
     """meinheld reports an exception as ``error(type, value, traceback)``; gunicorn's log wants a
@@ -35,6 +37,10 @@ class MeinheldErrorLog:
 class MeinheldWorker(StockMeinheldWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         Worker.__init__(self, *args, **kwargs)  # not the stock one: it patches gunicorn's Logger
+
+    def init_process(self) -> None:
+        die_with_master(self.ppid)
+        super().init_process()
 
     def run(self) -> None:
         # Only meinheld itself can refuse an oversized body unread; its 413 page is HTML.
