@@ -49,7 +49,8 @@ ctypedef struct DequeHeader:
 
 ctypedef struct SymbolHeader:
     int64_t max_k
-    int64_t capacity               # 10**max_k: prices kept in the ring
+    int64_t capacity               # 10**max_k: the largest window
+    int64_t ring_size              # ring slots: capacity, plus slack for a batch in a file store
     int64_t count                  # prices added so far
     int64_t ring_allocated         # ring slots allocated (grows to capacity as data arrives)
     int64_t window[MAX_WINDOWS]    # 10**(i+1)
@@ -67,7 +68,8 @@ cdef class Stats:
 
 
 cdef class SymbolStats:
-    cdef SymbolHeader header
+    cdef SymbolHeader* h           # the state the kernels work on: own_header, or in a file
+    cdef SymbolHeader own_header
     cdef double* ring
     cdef uint32_t* low_slots
     cdef uint32_t* high_slots

@@ -155,19 +155,19 @@ cdef inline int64_t deque_size(const DequeCursor* at) noexcept nogil:
     return <int64_t>(at.tail_virtual - at.head_virtual)
 
 
-cdef inline int64_t age_of(uint32_t slot, int64_t newest_slot, int64_t capacity) noexcept nogil:
+cdef inline int64_t age_of(uint32_t slot, int64_t newest_slot, int64_t ring_size) noexcept nogil:
     cdef int64_t age = newest_slot - <int64_t>slot
     if age < 0:
-        age += capacity
+        age += ring_size
     return age
 
 
 cdef inline void expire_before_chunk(DequeCursor* at, const uint32_t* slots, int64_t newest_slot,
-                                     int64_t min_age, int64_t capacity) noexcept nogil:
+                                     int64_t min_age, int64_t ring_size) noexcept nogil:
     """Drop the oldest elements whose age (before the chunk) is at least min_age: the prices the
     chunk pushes out of the largest window. Runs before the chunk overwrites their ring slots."""
     while at.tail_virtual != at.head_virtual and \
-            age_of(slots[at.head_phys], newest_slot, capacity) >= min_age:
+            age_of(slots[at.head_phys], newest_slot, ring_size) >= min_age:
         at.head_virtual += 1
         at.head_phys += 1
         if at.head_phys == at.capacity:
@@ -176,7 +176,7 @@ cdef inline void expire_before_chunk(DequeCursor* at, const uint32_t* slots, int
 
 cdef inline uint64_t merge_chunk(DequeCursor* at, uint32_t* slots, const double* ring,
                                  const double* xs, Py_ssize_t c, int64_t first_slot,
-                                 int64_t capacity, bint keeps_max, int32_t* survivors) noexcept nogil:
+                                 int64_t ring_size, bint keeps_max, int32_t* survivors) noexcept nogil:
     """The deque after a whole chunk, built at once; returns the virtual index the chunk's
     first survivor landed at (where fronts passed by pops restart).
 
@@ -202,8 +202,8 @@ cdef inline uint64_t merge_chunk(DequeCursor* at, uint32_t* slots, const double*
     while kept > 0:
         kept -= 1
         slot = first_slot + survivors[kept]
-        if slot >= capacity:
-            slot -= capacity
+        if slot >= ring_size:
+            slot -= ring_size
         slots[physical(at, at.tail_virtual)] = <uint32_t>slot
         at.tail_virtual += 1
     return landed
@@ -226,7 +226,7 @@ cdef void advance_fronts(DequeHeader* dq, const uint32_t* slots, const SymbolHea
         if v < at.head_virtual:
             v = at.head_virtual
         while v < at.tail_virtual and \
-                age_of(slots[physical(at, v)], newest_slot, h.capacity) >= h.window[i]:
+                age_of(slots[physical(at, v)], newest_slot, h.ring_size) >= h.window[i]:
             v += 1
         dq.front[i] = v
     dq.front[h.max_k - 1] = at.head_virtual
@@ -368,15 +368,15 @@ def _make_stats(double minimum, double maximum, double last, double avg, double 
 
 
 cdef inline double window_min(SymbolStats s, int i) noexcept:
-    return s.ring[s.low_slots[physical(&s.header.lows.at, s.header.lows.front[i])]]
+    return s.ring[s.low_slots[physical(&s.h.lows.at, s.h.lows.front[i])]]
 
 
 cdef inline double window_max(SymbolStats s, int i) noexcept:
-    return s.ring[s.high_slots[physical(&s.header.highs.at, s.header.highs.front[i])]]
+    return s.ring[s.high_slots[physical(&s.h.highs.at, s.h.highs.front[i])]]
 
 
 cdef inline int64_t newest_slot(const SymbolHeader* h) noexcept nogil:
-    return (h.count - 1) % h.capacity
+    return (h.count - 1) % h.ring_size
 
 
 cdef class SymbolStats:
@@ -388,13 +388,15 @@ cdef class SymbolStats:
     def __cinit__(self, max_k=DEFAULT_MAX_K):
         cdef int i
         max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
-        memset(&self.header, 0, sizeof(SymbolHeader))
-        self.header.max_k = max_k
+        self.h = &self.own_header
+        memset(self.h, 0, sizeof(SymbolHeader))
+        self.h.max_k = max_k
         cdef int64_t size = 1
         for i in range(max_k):
             size *= 10
-            self.header.window[i] = size
-        self.header.capacity = size
+            self.h.window[i] = size
+        self.h.capacity = size
+        self.h.ring_size = size
 
     def __dealloc__(self):
         PyMem_Free(self.ring)
@@ -403,21 +405,21 @@ cdef class SymbolStats:
 
     @property
     def max_k(self):
-        return self.header.max_k
+        return self.h.max_k
 
     @property
     def nbytes(self):
         """Bytes of memory held now: the header, the ring and both deques."""
-        return (sizeof(SymbolHeader) + sizeof(double) * self.header.ring_allocated
-                + sizeof(uint32_t) * (self.header.lows.at.capacity + self.header.highs.at.capacity))
+        return (sizeof(SymbolHeader) + sizeof(double) * self.h.ring_allocated
+                + sizeof(uint32_t) * (self.h.lows.at.capacity + self.h.highs.at.capacity))
 
     @property
     def rebuilds(self):
         """How many times each window was rebuilt from the ring (numerical safety valve)."""
-        return tuple(self.header.sums[i].recomputes for i in range(self.header.max_k))
+        return tuple(self.h.sums[i].recomputes for i in range(self.h.max_k))
 
     def __len__(self):
-        return self.header.count
+        return self.h.count
 
     def add(self, values):
         """Append prices, oldest first. All or nothing: InvalidPriceError names the first bad index."""
@@ -426,16 +428,16 @@ cdef class SymbolStats:
 
     def stats(self, k):
         """Statistics over the last 10**k prices, in O(1)."""
-        return self._stats(integer_in_range("k", k, 1, self.header.max_k))
+        return self._stats(integer_in_range("k", k, 1, self.h.max_k))
 
     def __repr__(self):
-        return f"SymbolStats(max_k={self.header.max_k}, len={self.header.count})"
+        return f"SymbolStats(max_k={self.h.max_k}, len={self.h.count})"
 
     # -- appending --------------------------------------------------------------------------
 
     cdef int _append(self, const double* values, Py_ssize_t n) except -1:
         cdef Py_ssize_t done = 0, c
-        cdef SymbolHeader* h = &self.header
+        cdef SymbolHeader* h = self.h
         cdef int64_t chunk_limit = min(<int64_t>CHUNK, h.capacity)
         if h.max_k > 1:
             chunk_limit = min(chunk_limit, h.capacity - h.window[h.max_k - 2])
@@ -451,17 +453,17 @@ cdef class SymbolStats:
         return 0
 
     cdef int _reserve_ring(self, Py_ssize_t n) except -1:
-        cdef SymbolHeader* h = &self.header
-        cdef int64_t needed = min(h.count + n, h.capacity), new_size
+        cdef SymbolHeader* h = self.h
+        cdef int64_t needed = min(h.count + n, h.ring_size), new_size
         if needed <= h.ring_allocated:
             return 0
-        new_size = grown_capacity(h.ring_allocated, needed, h.capacity)
+        new_size = grown_capacity(h.ring_allocated, needed, h.ring_size)
         self.ring = <double*>_reallocate(self.ring, new_size * sizeof(double))
         h.ring_allocated = new_size
         return 0
 
     cdef void _append_chunk(self, const double* xs, Py_ssize_t c) noexcept:
-        cdef SymbolHeader* h = &self.header
+        cdef SymbolHeader* h = self.h
         cdef int i
         # Sums first: the prices leaving every window are still in the ring.
         for i in range(h.max_k):
@@ -472,19 +474,21 @@ cdef class SymbolStats:
                 self._rebuild_sums(i)
 
     cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept:
-        cdef SymbolHeader* h = &self.header
-        cdef int64_t capacity = h.capacity, first_slot = h.count % capacity, run
+        cdef SymbolHeader* h = self.h
+        cdef int64_t capacity = h.capacity, ring_size = h.ring_size, run
+        cdef int64_t first_slot = h.count % ring_size
         cdef int32_t survivors[CHUNK]
         cdef uint64_t lowest_low, lowest_high
         if h.count + c > capacity:
-            expire_before_chunk(&h.lows.at, self.low_slots, newest_slot(h), capacity - c, capacity)
+            expire_before_chunk(&h.lows.at, self.low_slots, newest_slot(h), capacity - c,
+                                ring_size)
             expire_before_chunk(&h.highs.at, self.high_slots, newest_slot(h), capacity - c,
-                                capacity)
+                                ring_size)
         lowest_low = merge_chunk(&h.lows.at, self.low_slots, self.ring, xs, c, first_slot,
-                                 capacity, False, survivors)
+                                 ring_size, False, survivors)
         lowest_high = merge_chunk(&h.highs.at, self.high_slots, self.ring, xs, c, first_slot,
-                                  capacity, True, survivors)
-        run = min(c, capacity - first_slot)
+                                  ring_size, True, survivors)
+        run = min(c, ring_size - first_slot)
         memcpy(self.ring + first_slot, xs, run * sizeof(double))
         memcpy(self.ring, xs + run, (c - run) * sizeof(double))
         h.count += c
@@ -493,7 +497,7 @@ cdef class SymbolStats:
 
     cdef void _slide_sums(self, int i, const double* xs, Py_ssize_t c) noexcept:
         """Add the chunk's prices to window i's block sums and its leavers to the gone sums."""
-        cdef SymbolHeader* h = &self.header
+        cdef SymbolHeader* h = self.h
         cdef WindowSums* w = &h.sums[i]
         cdef int64_t size = h.window[i], start = h.count, p = start, leaver, slot
         cdef Py_ssize_t done = 0, run
@@ -507,8 +511,8 @@ cdef class SymbolStats:
                 if leaver >= start:
                     leaving = xs + (leaver - start)
                 else:
-                    slot = leaver % h.capacity
-                    run = min(run, h.capacity - slot, start - leaver)
+                    slot = leaver % h.ring_size
+                    run = min(run, h.ring_size - slot, start - leaver)
                     leaving = self.ring + slot
                 add_shifted_terms(leaving, run, w.tail_ref, &w.gone1, &w.gone2)
             add_shifted_terms(xs + done, run, w.block_ref, &w.block1, &w.block2)
@@ -532,7 +536,7 @@ cdef class SymbolStats:
         The error of each sum is below SUM_ERROR times the mass (sum of |terms|) that went into
         it; a volatile stretch that has left the window leaves that mass behind.
         """
-        cdef SymbolHeader* h = &self.header
+        cdef SymbolHeader* h = self.h
         cdef WindowSums* w = &h.sums[i]
         cdef double lo = window_min(self, i), hi = window_max(self, i)
         cdef double mean, m2, error, scale
@@ -551,7 +555,7 @@ cdef class SymbolStats:
 
     cdef void _rebuild_sums(self, int i) noexcept:
         """Recompute window i's sums from the ring around a fresh reference: its mean."""
-        cdef SymbolHeader* h = &self.header
+        cdef SymbolHeader* h = self.h
         cdef WindowSums* w = &h.sums[i]
         cdef int64_t size = h.window[i], in_block = h.count % size
         cdef int64_t first = h.count - size
@@ -575,9 +579,9 @@ cdef class SymbolStats:
     cdef void _ring_terms(self, int64_t first, int64_t n, double ref,
                           CompensatedSum* s1, CompensatedSum* s2) noexcept:
         """Add the shifted terms of the prices at positions first .. first+n-1 (in the ring)."""
-        cdef int64_t slot = first % self.header.capacity, run
+        cdef int64_t slot = first % self.h.ring_size, run
         while n > 0:
-            run = min(n, self.header.capacity - slot)
+            run = min(n, self.h.ring_size - slot)
             add_shifted_terms(self.ring + slot, run, ref, s1, s2)
             n -= run
             slot = 0
@@ -586,7 +590,7 @@ cdef class SymbolStats:
 
     cdef void _mean_m2(self, int i, double* mean, double* m2) noexcept:
         """Mean and sum of squared deviations of window i, merging tail and block (Chan et al.)."""
-        cdef SymbolHeader* h = &self.header
+        cdef SymbolHeader* h = self.h
         cdef WindowSums* w = &h.sums[i]
         cdef int64_t size = h.window[i], in_block = h.count % size, in_tail = size - in_block
         cdef double tail1 = difference(&w.tail1, &w.gone1)
@@ -607,7 +611,7 @@ cdef class SymbolStats:
         m2[0] = tail_m2 + block_m2 + delta * delta * in_tail * share
 
     cdef Stats _stats(self, int k):
-        cdef SymbolHeader* h = &self.header
+        cdef SymbolHeader* h = self.h
         cdef int i = k - 1
         cdef double mean, m2, spread
         cdef Stats result
