@@ -64,12 +64,17 @@ class ServerProcess:
     """A ``tradestats-serve`` subprocess; ``stop`` returns its exit status."""
 
     def __init__(
-        self, worker_class: str | None, args: tuple[str, ...], log_path: Path, env=None
+        self, worker_class: str | None, args: tuple[str, ...], log_path: Path, env=None,
+        port: int | None = None,
     ) -> None:
-        """``worker_class`` None leaves the choice to the server."""
+        """``worker_class`` None leaves the choice to the server. Unless ``args`` name one, the
+        server keeps its data in a directory of its own beside its log (``data_dir``)."""
         self.worker_class = worker_class
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_path = log_path
+        self.data_dir = log_path.parent / f"data-{log_path.stem}"
+        if "--data-dir" not in args and "--ephemeral" not in args:
+            args = (*args, "--data-dir", str(self.data_dir))
         command = serve_command() + ["--host", "127.0.0.1", "--port", str(self.port), *args]
         if worker_class is not None:
             command += ["--worker-class", worker_class]

@@ -708,8 +708,18 @@ def test_nbytes_grows_with_data():
     assert sizes[-1] >= 8 * 1_000_000          # the ring alone
 
 
-def test_store_basics():
-    store = Store(max_symbols=3, max_k=2)
+@pytest.fixture(params=["heap", "file"])
+def make_store(request, tmp_path):
+    """The same behavioural tests run against both stores: in the heap and in files."""
+    def make(max_symbols, max_k):
+        if request.param == "heap":
+            return Store(max_symbols=max_symbols, max_k=max_k)
+        return Store(max_symbols=max_symbols, max_k=max_k, path=tmp_path / "store")
+    return make
+
+
+def test_store_basics(make_store):
+    store = make_store(max_symbols=3, max_k=2)
     assert (store.max_symbols, store.max_k) == (3, 2)
     assert len(store) == 0 and list(store) == [] and "A" not in store
     with pytest.raises(KeyError):
@@ -751,8 +761,8 @@ def test_store_basics():
         store.stats("C", 1)
 
 
-def test_store_bad_batch_for_new_symbol_creates_nothing():
-    store = Store(max_symbols=2, max_k=1)
+def test_store_bad_batch_for_new_symbol_creates_nothing(make_store):
+    store = make_store(max_symbols=2, max_k=1)
     store.add("A", [1.0] * 10)
     before = (len(store), list(store), store.nbytes, snapshot(store["A"]))
     for symbol, batch, error in [("N", [1.0, math.nan], InvalidPriceError),
@@ -768,8 +778,8 @@ def test_store_bad_batch_for_new_symbol_creates_nothing():
     assert len(store) == 2 and tuple(store.stats("N", 1))[-1] == 0.0
 
 
-def test_store_full_rejects_before_or_after_validation_without_side_effects():
-    store = Store(max_symbols=1, max_k=1)
+def test_store_full_rejects_before_or_after_validation_without_side_effects(make_store):
+    store = make_store(max_symbols=1, max_k=1)
     store.add("A", [1.0])
     with pytest.raises(ValueError):          # either TooManySymbolsError or InvalidPriceError
         store.add("B", [math.inf])

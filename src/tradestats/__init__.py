@@ -3,10 +3,12 @@
 The engine (``SymbolStats``, ``Store``) has no HTTP in it and imports without Falcon.
 """
 from tradestats.engine import (
+    DiskFullError,
     InvalidPriceError,
     NotEnoughDataError,
     Stats,
     Store,
+    StoreFormatError,
     SymbolStats,
     TooManySymbolsError,
 )
@@ -14,10 +16,12 @@ from tradestats.engine import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiskFullError",
     "InvalidPriceError",
     "NotEnoughDataError",
     "Stats",
     "Store",
+    "StoreFormatError",
     "SymbolStats",
     "TooManySymbolsError",
     "__version__",

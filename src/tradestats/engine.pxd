@@ -1,63 +1,8 @@
-# What other Cython code may cimport from the engine.
-#
-# A symbol's whole state is one header of plain scalars (SymbolHeader) plus three flat arrays
-# (the price ring and the two monotonic deques of ring slots). Nothing in it is a pointer or a
-# Python object and everything is addressed by index, so moving the state into a memory-mapped
-# file is a change of allocator (see _reallocate in engine.pyx), not of layout.
+# What other Cython code may cimport from the engine. The state's layout is layout.pxd.
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-cdef enum:
-    # Windows are 10**1 .. 10**max_k; ring slots are uint32, so 10**9 prices is the ceiling.
-    MAX_WINDOWS = 9
-
-
-ctypedef struct CompensatedSum:
-    # Neumaier sum: the true sum is s + c.
-    double s
-    double c
-
-
-ctypedef struct WindowSums:
-    # Sums of (x - ref) and (x - ref)**2 for one window of W prices, split at block boundaries
-    # (multiples of W): the window is the tail of the previous block plus the current block.
-    #   tail  = the previous block, frozen when it completed, shifted by tail_ref
-    #   gone  = the terms of that block that have since left the window (same tail_ref, so the
-    #           terms are bit-identical to the ones added)
-    #   block = the current, still-filling block, shifted by block_ref
-    double tail_ref
-    double block_ref
-    CompensatedSum tail1, tail2
-    CompensatedSum gone1, gone2
-    CompensatedSum block1, block2
-    int64_t recomputes    # times this window was rebuilt from the ring (diagnostics)
-
-
-ctypedef struct DequeCursor:
-    # Where a monotonic deque of ring slots sits in its circular buffer of `capacity` uint32s.
-    # Virtual indices count pushes and never wrap; physical = head_phys + (v - head_virtual).
-    uint64_t head_virtual
-    uint64_t tail_virtual          # one past the newest element
-    int64_t head_phys
-    int64_t capacity
-
-
-ctypedef struct DequeHeader:
-    DequeCursor at
-    uint64_t front[MAX_WINDOWS]    # virtual index of the oldest element inside each window
-
-
-ctypedef struct SymbolHeader:
-    int64_t max_k
-    int64_t capacity               # 10**max_k: the largest window
-    int64_t ring_size              # ring slots: capacity, plus slack for a batch in a file store
-    int64_t count                  # prices added so far
-    int64_t ring_allocated         # ring slots allocated (grows to capacity as data arrives)
-    int64_t window[MAX_WINDOWS]    # 10**(i+1)
-    WindowSums sums[MAX_WINDOWS]
-    DequeHeader lows               # increasing values: its front is the window minimum
-    DequeHeader highs              # decreasing values: its front is the window maximum
-
+from tradestats.layout cimport CompensatedSum, Snapshot, SymbolFile, SymbolHeader
 
 cdef class Stats:
     cdef readonly double min
@@ -73,6 +18,12 @@ cdef class SymbolStats:
     cdef double* ring
     cdef uint32_t* low_slots
     cdef uint32_t* high_slots
+    cdef SymbolFile* file          # NULL for a heap symbol; else the mapped file's start
+    cdef size_t mapped_bytes
+    cdef int fd
+    cdef readonly object path      # the symbol file, or None
+    cdef object _thread_lock       # with the file's lock: one writer per symbol
+    cdef bint _sync                # fdatasync before a batch is acknowledged
 
     cdef int _append(self, const double* values, Py_ssize_t n) except -1
     cdef Stats _stats(self, int k)
@@ -85,9 +36,21 @@ cdef class SymbolStats:
     cdef void _ring_terms(self, int64_t first, int64_t n, double ref,
                           CompensatedSum* s1, CompensatedSum* s2) noexcept
     cdef void _mean_m2(self, int i, double* mean, double* m2) noexcept
+    cdef void _attach(self, SymbolFile* f, size_t nbytes, int fd, object path, bint sync) noexcept
+    cdef void _window_values(self, int i, double* low, double* high, double* avg,
+                             double* var) noexcept
+    cdef int _snapshot(self, Snapshot* out) except -1
+    cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
+    cdef int _recover_if_torn(self) except -1
+    cdef int _reserve_disk(self, Py_ssize_t n) except -1
+    cdef void _publish(self, uint64_t generation) noexcept
+    cdef bint _read_snapshot(self, Snapshot* out) noexcept
 
 
 cdef class Store:
     cdef dict _symbols
+    cdef object _directory         # storage.SymbolDirectory for a file store, else None
     cdef readonly int max_symbols
     cdef readonly int max_k
+
+    cdef SymbolStats _create(self, symbol)

@@ -7,6 +7,8 @@ prices shifted by a reference price. `add` costs amortized O(1) per value per wi
 `stats(k)` is O(1). See README.md, "Design", for the numerical method.
 """
 import numbers
+import os
+import threading
 
 from cpython.array cimport array, clone
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -14,10 +16,50 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.limits cimport INT_MAX
 from libc.math cimport fabs, isfinite, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.signal cimport kill
+from posix.unistd cimport ftruncate, getpid
+
+from tradestats.layout cimport (
+    FILE_PAGE, FORMAT_VERSION, MAX_SYMBOL_BYTES, CompensatedSum, DequeCursor, DequeHeader,
+    Snapshot, SymbolFile, SymbolHeader, WindowSums,
+)
 
 from tradestats.limits import DEFAULT_MAX_K, DEFAULT_MAX_SYMBOLS, MAX_ABS_PRICE, MAX_MAX_K
 from tradestats.messages import NOT_ENOUGH_DATA
+
+cdef extern from "<signal.h>":
+    enum: SIGKILL
+
+cdef extern from "<unistd.h>" nogil:
+    int fdatasync(int fd)
+
+cdef extern from "<fcntl.h>" nogil:
+    struct flock:
+        short l_type
+        short l_whence
+        long l_start
+        long l_len
+        int l_pid
+    enum: F_OFD_SETLKW, F_WRLCK, F_UNLCK
+    int fcntl(int fd, int cmd, ...)
+    int posix_fallocate(int fd, long offset, long length)
+
+# Acquire/release atomics for the commit word, straight from the compiler.
+cdef extern from *:
+    """
+    static inline uint64_t ts_load_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline uint64_t ts_load_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline void ts_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void ts_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+    static inline void ts_fence_full(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    """
+    uint64_t ts_load_acquire(const uint64_t* p) noexcept nogil
+    uint64_t ts_load_relaxed(const uint64_t* p) noexcept nogil
+    void ts_store_release(uint64_t* p, uint64_t v) noexcept nogil
+    void ts_fence_acquire() noexcept nogil
+    void ts_fence_full() noexcept nogil
 
 cdef double _MAX_ABS_PRICE = MAX_ABS_PRICE
 cdef array _DOUBLE_TEMPLATE = array("d")
@@ -38,6 +80,14 @@ cdef double SUM_ERROR = 24 * 2.0 ** -53
 cdef double REBUILD_RELATIVE = 1e-11
 cdef double REBUILD_ABSOLUTE = 1e-32
 cdef int64_t FIRST_ALLOCATION = 16
+# A file store allocates disk blocks ahead of the data in steps of this many prices, so a full
+# disk is an error before a batch is written, never a SIGBUS while it is.
+cdef int64_t RESERVE_STEP = 16384
+# A reader retries a snapshot copy that a commit overlapped. Each retry means a whole batch was
+# committed during a copy of a few hundred bytes, so this bound is reached only if writers commit
+# without pause; the reader then waits for the writers' lock instead of spinning on.
+cdef int MAX_READ_TRIES = 1000
+cdef const char* FILE_MAGIC = b"TSTATSYM"
 #: A full window's memory per price when both deques are full: ring slot plus two deque slots.
 WORST_CASE_BYTES_PER_PRICE = sizeof(double) + 2 * sizeof(uint32_t)
 
@@ -61,6 +111,22 @@ class InvalidPriceError(ValueError):
             f"{_MAX_ABS_PRICE:g}: {shown}"
         )
         self.index = index
+
+
+class StoreFormatError(ValueError):
+    """A store file this version cannot use: another format version or max_k, truncated or corrupt.
+
+    Nothing in the file is changed.
+    """
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class DiskFullError(OSError):
+    """No disk space for a batch (or a new symbol); nothing of it was stored."""
 
 
 class TooManySymbolsError(ValueError):
@@ -379,6 +445,236 @@ cdef inline int64_t newest_slot(const SymbolHeader* h) noexcept nogil:
     return (h.count - 1) % h.ring_size
 
 
+cdef void init_header(SymbolHeader* h, int max_k, int64_t slack) noexcept nogil:
+    """An empty symbol: windows 10**1 .. 10**max_k, a ring of 10**max_k + slack slots."""
+    cdef int i
+    cdef int64_t size = 1
+    memset(h, 0, sizeof(SymbolHeader))
+    h.max_k = max_k
+    for i in range(max_k):
+        size *= 10
+        h.window[i] = size
+    h.capacity = size
+    h.ring_size = size + slack
+
+
+cdef void rebuild_deques(SymbolHeader* h, const double* ring, uint32_t* lows,
+                         uint32_t* highs) noexcept nogil:
+    """Lay both deques out afresh from the ring's last min(count, capacity) prices.
+
+    The deque of a window is determined by its prices, so this is the deque the incremental
+    merges built; a torn batch is rolled back with it (its sums come from the committed header).
+    """
+    cdef int32_t survivors[CHUNK]
+    cdef int64_t n = min(h.count, h.capacity), position = h.count - n, slot, c
+    empty_deque(&h.lows)
+    empty_deque(&h.highs)
+    while position < h.count:
+        slot = position % h.ring_size
+        c = min(<int64_t>CHUNK, h.count - position, h.ring_size - slot)
+        merge_chunk(&h.lows.at, lows, ring, ring + slot, c, slot, h.ring_size, False, survivors)
+        merge_chunk(&h.highs.at, highs, ring, ring + slot, c, slot, h.ring_size, True, survivors)
+        position += c
+    advance_fronts(&h.lows, lows, h, 0, newest_slot(h))
+    advance_fronts(&h.highs, highs, h, 0, newest_slot(h))
+
+
+cdef inline void empty_deque(DequeHeader* dq) noexcept nogil:
+    dq.at.head_virtual = dq.at.tail_virtual = 0
+    dq.at.head_phys = 0
+    memset(dq.front, 0, sizeof(dq.front))
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks and test hooks of the file store.
+
+cdef int lock_file(int fd, bint exclusive) except -1:
+    """An open-file-description lock on the whole file: the kernel drops it when its holder dies,
+    and two descriptions exclude each other even inside one process."""
+    cdef flock request
+    cdef int result
+    memset(&request, 0, sizeof(request))
+    request.l_type = F_WRLCK if exclusive else F_UNLCK
+    with nogil:
+        result = fcntl(fd, F_OFD_SETLKW, &request)
+    if result != 0:
+        raise OSError(errno_value(), "cannot lock a store file")
+    return 0
+
+
+cdef extern from "<errno.h>":
+    int errno
+
+
+cdef inline int errno_value() noexcept:
+    return errno
+
+
+def _lock_fd(int fd):
+    lock_file(fd, True)
+
+
+def _unlock_fd(int fd):
+    lock_file(fd, False)
+
+
+cdef int64_t _crash_countdown = -1
+
+
+def _crash_after_chunks(int64_t chunks):
+    """Test hook: SIGKILL this process after `chunks` more chunks of a batch have been appended
+    (a batch of c chunks that reaches 0 at its end dies just before publishing). -1 disarms."""
+    global _crash_countdown
+    _crash_countdown = chunks
+
+
+cdef inline void crash_point() noexcept:
+    global _crash_countdown
+    if _crash_countdown < 0:
+        return
+    if _crash_countdown == 0:
+        kill(getpid(), SIGKILL)
+    _crash_countdown -= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The symbol file: layout arithmetic, formatting, validation.
+
+cdef inline int64_t page_round(int64_t n) noexcept nogil:
+    return (n + FILE_PAGE - 1) // FILE_PAGE * FILE_PAGE
+
+
+cdef void plan_layout(SymbolFile* f, int max_k, int64_t slack) noexcept nogil:
+    """Sizes and offsets of a file for max_k and slack (written at creation, checked at open)."""
+    cdef int i
+    cdef int64_t capacity = 1
+    for i in range(max_k):
+        capacity *= 10
+    f.max_k = max_k
+    f.capacity = capacity
+    f.slack = slack
+    f.ring_size = capacity + slack
+    f.header_bytes = <uint32_t>page_round(sizeof(SymbolFile))
+    f.ring_offset = f.header_bytes
+    f.lows_offset = page_round(f.ring_offset + f.ring_size * <int64_t>sizeof(double))
+    f.highs_offset = page_round(f.lows_offset + capacity * <int64_t>sizeof(uint32_t))
+    f.file_size = page_round(f.highs_offset + capacity * <int64_t>sizeof(uint32_t))
+
+
+cdef int reserve(int fd, int64_t offset, int64_t length, object path) except -1:
+    cdef int result
+    if length <= 0:
+        return 0
+    with nogil:
+        result = posix_fallocate(fd, offset, length)
+    if result != 0:
+        raise DiskFullError(result, f"cannot reserve {length} bytes of disk for {path}", str(path))
+    return 0
+
+
+def symbol_file_size(int max_k, int64_t slack):
+    """Bytes a symbol file spans (sparse: disk blocks follow the data)."""
+    cdef SymbolFile plan
+    plan_layout(&plan, max_k, slack)
+    return plan.file_size
+
+
+def _format_symbol_file(int fd, bytes symbol, int max_k, int64_t slack, path):
+    """Make the empty file behind fd a symbol file: sparse at full size, header on disk."""
+    cdef SymbolFile plan
+    cdef SymbolFile* f
+    cdef void* mapped
+    if len(symbol) > MAX_SYMBOL_BYTES:
+        raise ValueError(f"a symbol is at most {MAX_SYMBOL_BYTES} bytes of UTF-8")
+    memset(&plan, 0, sizeof(SymbolFile))
+    plan_layout(&plan, max_k, slack)
+    if ftruncate(fd, plan.file_size) != 0:
+        raise OSError(errno_value(), f"cannot size {path}", str(path))
+    reserve(fd, 0, plan.header_bytes, path)
+    mapped = mmap(NULL, plan.header_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    if mapped == MAP_FAILED:
+        raise OSError(errno_value(), f"cannot map {path}", str(path))
+    f = <SymbolFile*>mapped
+    memcpy(f, &plan, sizeof(SymbolFile))
+    memcpy(f.magic, FILE_MAGIC, 8)
+    f.version = FORMAT_VERSION
+    f.symbol_bytes = len(symbol)
+    memcpy(f.symbol, <const char*>symbol, len(symbol))
+    init_header(&f.state[0], max_k, slack)
+    f.state[0].ring_allocated = f.ring_size
+    f.state[0].lows.at.capacity = f.capacity
+    f.state[0].highs.at.capacity = f.capacity
+    munmap(mapped, plan.header_bytes)
+
+
+cdef str layout_problem(const SymbolFile* f, int64_t size, bytes symbol, int max_k,
+                        int64_t slack):
+    """Why the file cannot be used as this symbol's file, or None."""
+    cdef SymbolFile plan
+    cdef const SymbolHeader* h
+    cdef uint64_t g = f.generation
+    if memcmp(f.magic, FILE_MAGIC, 8) != 0:
+        return "not a tradestats symbol file (bad magic number)"
+    if f.version != FORMAT_VERSION:
+        return f"format version {f.version}; this tradestats reads version {FORMAT_VERSION}"
+    if f.max_k != max_k:
+        return f"created with max_k={f.max_k}, opened with max_k={max_k}"
+    if f.slack != slack:
+        return f"created with a ring slack of {f.slack} prices, opened with {slack}"
+    plan_layout(&plan, max_k, slack)
+    if (f.header_bytes != plan.header_bytes or f.ring_offset != plan.ring_offset
+            or f.lows_offset != plan.lows_offset or f.highs_offset != plan.highs_offset
+            or f.file_size != plan.file_size or f.capacity != plan.capacity
+            or f.ring_size != plan.ring_size):
+        return "corrupt: its layout does not match its max_k"
+    if size != f.file_size:
+        return f"truncated or extended: {size} bytes, its layout needs {f.file_size}"
+    if f.symbol_bytes != len(symbol) or memcmp(f.symbol, <const char*>symbol, len(symbol)) != 0:
+        return f"holds symbol {f.symbol[:max(0, min(f.symbol_bytes, MAX_SYMBOL_BYTES))]!r}, not {symbol!r}"
+    if f.writing != g and f.writing != g + 1:
+        return "corrupt: its commit words disagree"
+    h = &f.state[g & 1]
+    if (h.max_k != max_k or h.capacity != plan.capacity or h.ring_size != plan.ring_size
+            or h.ring_allocated != plan.ring_size or h.count < 0
+            or f.snapshot[g & 1].count != h.count):
+        return "corrupt: its committed header does not match its layout"
+    if deque_out_of_bounds(&h.lows.at, h) or deque_out_of_bounds(&h.highs.at, h):
+        return "corrupt: its committed deques are out of bounds"
+    return None
+
+
+cdef bint deque_out_of_bounds(const DequeCursor* at, const SymbolHeader* h) noexcept nogil:
+    return (at.capacity != h.capacity or at.tail_virtual < at.head_virtual
+            or at.tail_virtual - at.head_virtual > <uint64_t>min(h.count, h.capacity)
+            or at.head_phys < 0 or at.head_phys >= h.capacity)
+
+
+def _open_symbol_file(path, bytes symbol, int max_k, int64_t slack, bint sync):
+    """The SymbolStats kept in an existing symbol file, mapped shared; StoreFormatError if the
+    file cannot be used (it is left as it is)."""
+    cdef SymbolStats stats = SymbolStats(max_k)
+    cdef int fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    cdef int64_t size
+    cdef void* mapped
+    cdef str problem
+    try:
+        size = os.fstat(fd).st_size
+        if size < <int64_t>sizeof(SymbolFile):
+            raise StoreFormatError(path, f"truncated: {size} bytes, shorter than its header")
+        mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if mapped == MAP_FAILED:
+            raise OSError(errno_value(), f"cannot map {path}", str(path))
+        problem = layout_problem(<SymbolFile*>mapped, size, symbol, max_k, slack)
+        if problem is not None:
+            munmap(mapped, size)
+            raise StoreFormatError(path, problem)
+    except BaseException:
+        os.close(fd)
+        raise
+    stats._attach(<SymbolFile*>mapped, size, fd, path, sync)
+    return stats
+
+
 cdef class SymbolStats:
     """One symbol's rolling store: min, max, last, avg and var over the last 10**k prices.
 
@@ -386,22 +682,33 @@ cdef class SymbolStats:
     """
 
     def __cinit__(self, max_k=DEFAULT_MAX_K):
-        cdef int i
         max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
         self.h = &self.own_header
-        memset(self.h, 0, sizeof(SymbolHeader))
-        self.h.max_k = max_k
-        cdef int64_t size = 1
-        for i in range(max_k):
-            size *= 10
-            self.h.window[i] = size
-        self.h.capacity = size
-        self.h.ring_size = size
+        init_header(self.h, max_k, 0)
+        self.fd = -1
+
+    cdef void _attach(self, SymbolFile* f, size_t nbytes, int fd, object path, bint sync) noexcept:
+        """Work on the state in a mapped symbol file instead of the heap."""
+        cdef char* base = <char*>f
+        self.file = f
+        self.mapped_bytes = nbytes
+        self.fd = fd
+        self.path = path
+        self._sync = sync
+        self._thread_lock = threading.Lock()
+        self.h = &f.state[f.generation & 1]
+        self.ring = <double*>(base + f.ring_offset)
+        self.low_slots = <uint32_t*>(base + f.lows_offset)
+        self.high_slots = <uint32_t*>(base + f.highs_offset)
 
     def __dealloc__(self):
-        PyMem_Free(self.ring)
-        PyMem_Free(self.low_slots)
-        PyMem_Free(self.high_slots)
+        if self.file is NULL:
+            PyMem_Free(self.ring)
+            PyMem_Free(self.low_slots)
+            PyMem_Free(self.high_slots)
+        else:
+            munmap(self.file, self.mapped_bytes)
+            os.close(self.fd)
 
     @property
     def max_k(self):
@@ -409,29 +716,167 @@ cdef class SymbolStats:
 
     @property
     def nbytes(self):
-        """Bytes of memory held now: the header, the ring and both deques."""
+        """Bytes held now: in the heap, the header, ring and deques; in a file, its disk blocks."""
+        if self.file is not NULL:
+            return (self.file.header_bytes + self.file.reserved * sizeof(double)
+                    + 2 * min(self.file.reserved, self.file.capacity) * sizeof(uint32_t))
         return (sizeof(SymbolHeader) + sizeof(double) * self.h.ring_allocated
                 + sizeof(uint32_t) * (self.h.lows.at.capacity + self.h.highs.at.capacity))
 
     @property
     def rebuilds(self):
         """How many times each window was rebuilt from the ring (numerical safety valve)."""
-        return tuple(self.h.sums[i].recomputes for i in range(self.h.max_k))
+        cdef Snapshot snap
+        if self.file is NULL:
+            return tuple(self.h.sums[i].recomputes for i in range(self.h.max_k))
+        self._snapshot(&snap)
+        return tuple(snap.recomputes[i] for i in range(self.h.max_k))
+
+    @property
+    def recoveries(self):
+        """Torn batches (a writer killed mid-batch) rolled back in this symbol's file; 0 in the heap."""
+        return 0 if self.file is NULL else self.file.recoveries
 
     def __len__(self):
-        return self.h.count
+        cdef Snapshot snap
+        if self.file is NULL:
+            return self.h.count
+        self._snapshot(&snap)
+        return snap.count
 
     def add(self, values):
         """Append prices, oldest first. All or nothing: InvalidPriceError names the first bad index."""
         cdef array prices = as_prices(values)
-        self._append(prices.data.as_doubles, len(prices))
+        if self.file is NULL:
+            self._append(prices.data.as_doubles, len(prices))
+        else:
+            self._write_file_batch(prices.data.as_doubles, len(prices))
 
     def stats(self, k):
         """Statistics over the last 10**k prices, in O(1)."""
-        return self._stats(integer_in_range("k", k, 1, self.h.max_k))
+        cdef int i = integer_in_range("k", k, 1, self.h.max_k) - 1
+        cdef Snapshot snap
+        cdef Stats result
+        if self.file is NULL:
+            return self._stats(i + 1)
+        self._snapshot(&snap)
+        if snap.count < self.h.window[i]:
+            raise NotEnoughDataError()
+        result = Stats.__new__(Stats)
+        result.min, result.max, result.last = snap.min[i], snap.max[i], snap.last
+        result.avg, result.var = snap.avg[i], snap.var[i]
+        return result
+
+    def recover(self):
+        """Roll back a torn batch now, if there is one (the next writer would); True if there was."""
+        if self.file is NULL:
+            return False
+        with self._thread_lock:
+            lock_file(self.fd, True)
+            try:
+                return self._recover_if_torn() == 1
+            finally:
+                lock_file(self.fd, False)
 
     def __repr__(self):
-        return f"SymbolStats(max_k={self.h.max_k}, len={self.h.count})"
+        return f"SymbolStats(max_k={self.h.max_k}, len={len(self)})"
+
+    # -- the file: one writer, readers without locks -------------------------------------------
+
+    cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1:
+        cdef SymbolFile* f = self.file
+        cdef uint64_t g
+        if n > f.slack:
+            raise ValueError(
+                f"a batch of {n} prices is more than this file store takes at once "
+                f"({f.slack}, fixed when the store was created)")
+        if n == 0:
+            return 0
+        with self._thread_lock:
+            lock_file(self.fd, True)
+            try:
+                self._recover_if_torn()
+                self._reserve_disk(n)   # may refuse the batch: nothing is written yet
+                g = f.generation
+                self.h = &f.state[(g + 1) & 1]
+                memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
+                f.writing = g + 1
+                ts_fence_full()         # `writing` is set before any slot can change
+                self._append(values, n)
+                crash_point()
+                self._publish(g + 1)
+                if self._sync and fdatasync(self.fd) != 0:
+                    raise OSError(errno_value(), f"cannot sync {self.path}", str(self.path))
+            finally:
+                lock_file(self.fd, False)
+        return 0
+
+    cdef int _recover_if_torn(self) except -1:
+        """Under the file lock: if a writer died mid-batch, rebuild the committed state's deques
+        from the ring (its sums and ring slots were never touched). 1 if it did."""
+        cdef SymbolFile* f = self.file
+        cdef uint64_t g = f.generation
+        if f.writing == g:
+            return 0
+        self.h = &f.state[g & 1]
+        rebuild_deques(self.h, self.ring, self.low_slots, self.high_slots)
+        f.recoveries += 1
+        f.writing = g
+        return 1
+
+    cdef int _reserve_disk(self, Py_ssize_t n) except -1:
+        """Allocate disk blocks for the ring and deque slots the next n prices may touch."""
+        cdef SymbolFile* f = self.file
+        cdef int64_t needed = min(f.state[f.generation & 1].count + n, f.ring_size)
+        cdef int64_t target, before = f.reserved
+        if needed <= before:
+            return 0
+        target = min((needed + RESERVE_STEP - 1) // RESERVE_STEP * RESERVE_STEP, f.ring_size)
+        reserve(self.fd, f.ring_offset + before * <int64_t>sizeof(double),
+                (target - before) * <int64_t>sizeof(double), self.path)
+        before = min(before, f.capacity)
+        for offset in (f.lows_offset, f.highs_offset):
+            reserve(self.fd, offset + before * <int64_t>sizeof(uint32_t),
+                    (min(target, f.capacity) - before) * <int64_t>sizeof(uint32_t), self.path)
+        f.reserved = target
+        return 0
+
+    cdef void _publish(self, uint64_t generation) noexcept:
+        """Write the readers' snapshot of the new state, then commit it with one release store."""
+        cdef SymbolFile* f = self.file
+        cdef Snapshot* snap = &f.snapshot[generation & 1]
+        cdef SymbolHeader* h = self.h
+        cdef int i
+        memset(snap, 0, sizeof(Snapshot))
+        snap.count = h.count
+        snap.last = self.ring[newest_slot(h)] if h.count else 0.0
+        for i in range(h.max_k):
+            snap.recomputes[i] = h.sums[i].recomputes
+            if h.count >= h.window[i]:
+                self._window_values(i, &snap.min[i], &snap.max[i], &snap.avg[i], &snap.var[i])
+        ts_store_release(&f.generation, generation)
+
+    cdef bint _read_snapshot(self, Snapshot* out) noexcept:
+        """Copy the published snapshot without a lock; False if commits kept overlapping."""
+        cdef SymbolFile* f = self.file
+        cdef uint64_t g
+        cdef int attempt
+        for attempt in range(MAX_READ_TRIES):
+            g = ts_load_acquire(&f.generation)
+            memcpy(out, &f.snapshot[g & 1], sizeof(Snapshot))
+            ts_fence_acquire()
+            if ts_load_relaxed(&f.generation) == g:
+                return True
+        return False
+
+    cdef int _snapshot(self, Snapshot* out) except -1:
+        if self._read_snapshot(out):
+            return 0
+        with self._thread_lock:   # writers never paused: queue up with them
+            lock_file(self.fd, True)
+            memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
+            lock_file(self.fd, False)
+        return 0
 
     # -- appending --------------------------------------------------------------------------
 
@@ -448,6 +893,7 @@ cdef class SymbolStats:
                        h.capacity)
             grow_deque(&h.highs.at, &self.high_slots,
                        min(deque_size(&h.highs.at) + c, h.capacity), h.capacity)
+            crash_point()
             self._append_chunk(values + done, c)
             done += c
         return 0
@@ -613,64 +1059,118 @@ cdef class SymbolStats:
     cdef Stats _stats(self, int k):
         cdef SymbolHeader* h = self.h
         cdef int i = k - 1
-        cdef double mean, m2, spread
         cdef Stats result
         if h.count < h.window[i]:
             raise NotEnoughDataError()
         result = Stats.__new__(Stats)
-        result.min = window_min(self, i)
-        result.max = window_max(self, i)
         result.last = self.ring[newest_slot(h)]
-        if result.min == result.max:
+        self._window_values(i, &result.min, &result.max, &result.avg, &result.var)
+        return result
+
+    cdef void _window_values(self, int i, double* low, double* high, double* avg,
+                             double* var) noexcept:
+        """min, max, avg, var of window i, which must be full."""
+        cdef double mean, m2, spread
+        low[0] = window_min(self, i)
+        high[0] = window_max(self, i)
+        if low[0] == high[0]:
             # A constant window: exact, whatever came before.
-            result.avg = result.min
-            result.var = 0.0
-            return result
+            avg[0] = low[0]
+            var[0] = 0.0
+            return
         self._mean_m2(i, &mean, &m2)
         # Rounding can only push these outside what the exact min and max allow.
-        result.avg = min(max(mean, result.min), result.max)
-        spread = result.max - result.min
-        result.var = min(max(m2 / h.window[i], 0.0), 0.25 * spread * spread)
-        return result
+        avg[0] = min(max(mean, low[0]), high[0])
+        spread = high[0] - low[0]
+        var[0] = min(max(m2 / self.h.window[i], 0.0), 0.25 * spread * spread)
 
 
 cdef class Store:
-    """Symbols to SymbolStats, each created on its first add. Not thread-safe."""
+    """Symbols to SymbolStats, each created on its first add.
 
-    def __cinit__(self, max_symbols=DEFAULT_MAX_SYMBOLS, max_k=DEFAULT_MAX_K):
+    ``path=None``: in this process's heap; not thread-safe (guard it with a lock).
+    ``path=DIR``: in memory-mapped files under DIR (see storage.py), shared by every process and
+    thread that opens DIR: one writer per symbol at a time, readers never wait, a batch is
+    committed whole or not at all even if its writer is killed, and the data outlives every
+    process. ``max_batch`` (file stores) is the largest batch, fixed when DIR is created
+    (default 10,000); ``sync=True`` also makes every batch durable against power loss before
+    `add` returns.
+    """
+
+    def __cinit__(self, max_symbols=DEFAULT_MAX_SYMBOLS, max_k=DEFAULT_MAX_K, path=None, *,
+                  max_batch=None, sync=False):
         self.max_symbols = integer_in_range("max_symbols", max_symbols, 1, INT_MAX)
         self.max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
         self._symbols = {}
+        self._directory = None
+        if path is not None:
+            from tradestats.storage import SymbolDirectory
+            self._directory = SymbolDirectory(path, max_k=self.max_k, max_batch=max_batch,
+                                              sync=bool(sync))
+
+    @property
+    def path(self):
+        """The store's directory, or None for a heap store."""
+        return None if self._directory is None else self._directory.root
+
+    @property
+    def max_batch(self):
+        """The largest batch a file store takes; None (no limit) in the heap."""
+        return None if self._directory is None else self._directory.max_batch
 
     def add(self, symbol, values):
         """Validate the batch, create the symbol if new (within max_symbols), then append."""
         cdef array prices = as_prices(values)
         cdef SymbolStats target = self._symbols.get(symbol)
         if target is None:
+            target = self._create(symbol)
+        if target.file is NULL:
+            target._append(prices.data.as_doubles, len(prices))
+        else:
+            target._write_file_batch(prices.data.as_doubles, len(prices))
+
+    cdef SymbolStats _create(self, symbol):
+        cdef SymbolStats target
+        if self._directory is not None:
+            target = self._directory.open(symbol, create_within=self.max_symbols)
+        else:
             if len(self._symbols) >= self.max_symbols:
                 raise TooManySymbolsError(self.max_symbols)
             target = SymbolStats(self.max_k)
-            self._symbols[symbol] = target
-        target._append(prices.data.as_doubles, len(prices))
+        self._symbols[symbol] = target
+        return target
 
     def stats(self, symbol, k):
         return self[symbol].stats(k)
 
+    def recover(self):
+        """Open every symbol and roll back any torn batch; the symbols that had one."""
+        return [symbol for symbol in self if self[symbol].recover()]
+
     @property
     def nbytes(self):
-        return sum(s.nbytes for s in self._symbols.values())
+        return sum(self[symbol].nbytes for symbol in self)
 
     def __getitem__(self, symbol):
-        return self._symbols[symbol]
+        cdef SymbolStats found = self._symbols.get(symbol)
+        if found is None:
+            if self._directory is None:
+                raise KeyError(symbol)
+            found = self._directory.open(symbol)   # KeyError if no process created it
+            self._symbols[symbol] = found
+        return found
 
     def __contains__(self, symbol):
-        return symbol in self._symbols
+        return symbol in self._symbols or (
+            self._directory is not None and self._directory.exists(symbol))
 
     def __len__(self):
-        return len(self._symbols)
+        return len(self._symbols) if self._directory is None else len(self._directory.symbols())
 
     def __iter__(self):
-        return iter(list(self._symbols))
+        return iter(list(self._symbols) if self._directory is None else self._directory.symbols())
 
     def __repr__(self):
-        return f"Store(max_symbols={self.max_symbols}, max_k={self.max_k}, symbols={len(self)})"
+        where = "" if self._directory is None else f", path={str(self.path)!r}"
+        return (f"Store(max_symbols={self.max_symbols}, max_k={self.max_k}{where}, "
+                f"symbols={len(self)})")

@@ -18,3 +18,7 @@ DEFAULT_MAX_BODY_BYTES = 512 * 1024
 #: By default a stop signal (SIGTERM, SIGINT, SIGQUIT) lets requests in flight finish for at most
 #: this many seconds (--graceful-timeout); the master then kills what is left.
 SHUTDOWN_GRACE_SECONDS = 5
+
+#: tradestats-serve keeps its prices here unless told otherwise (--data-dir).
+DEFAULT_DATA_DIR = "tradestats-data"
+MAX_WORKERS = 256

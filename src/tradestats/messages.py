@@ -54,16 +54,23 @@ HTTP_ERROR_FALLBACK = "{title}"
 HEALTH_OK = "ok"
 
 # --- tradestats-serve (command line and logs) -----------------------------------------------------
-WORKERS_REFUSED = (
-    "--workers {workers}: tradestats runs exactly one worker process, because the prices live in "
-    "that process's memory and a second worker would hold different data. Scale with one server "
-    "per set of symbols instead."
-)
 ARGUMENT_OUT_OF_RANGE = "must be an integer from {low} to {high}, got {value!r}"
 STARTUP = (
-    "tradestats {version}: worker class {worker_class}, listening on {bind}; "
+    "tradestats {version}: worker class {worker_class}, {workers} workers, listening on {bind}; "
     "max_k={max_k} max_symbols={max_symbols} max_batch={max_batch} "
-    "max_body_bytes={max_body_bytes}; worst-case price memory {worst_case} "
-    "({bytes_per_price} B x 10**{max_k} prices x {max_symbols} symbols)"
+    "max_body_bytes={max_body_bytes}; worst-case disk {worst_case} (sparse files: disk and "
+    "memory follow the data)"
+)
+STORE_OPENED = (
+    "data directory {data_dir} ({kind}, {durability}): {symbols} symbols, {prices} prices; "
+    "{torn} torn batches rolled back; opened in {seconds:.3f} s"
+)
+STORE_PERSISTENT = "kept across restarts"
+STORE_EPHEMERAL = "ephemeral: removed when the server stops"
+DURABILITY_PROCESS = "a batch survives any process crash"
+DURABILITY_SYNC = "synced: a batch survives power loss"
+STORE_REFUSED = "tradestats-serve: cannot use the data directory: {error}"
+DISK_FULL = (
+    "Insufficient storage: the disk holding the data is full; nothing of the batch was stored"
 )
 MEINHELD_FALLBACK = "meinheld is not importable here: using gunicorn's {worker_class} worker"

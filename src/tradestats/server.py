@@ -1,14 +1,25 @@
-"""``tradestats-serve``: the HTTP service under gunicorn, in exactly one worker process."""
+"""``tradestats-serve``: the HTTP service under gunicorn.
+
+The master opens the data directory once (refusing one it cannot use, rolling back torn
+batches, logging what it found), closes it, and forks the workers; each worker opens the same
+directory itself, so every worker serves one dataset (see storage.py and layout.pxd).
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gunicorn.app.base import BaseApplication
 
-from tradestats import __version__, limits, messages
-from tradestats.engine import WORST_CASE_BYTES_PER_PRICE
+from tradestats import Store, StoreFormatError, __version__, limits, messages
+from tradestats.engine import symbol_file_size
 
 #: gunicorn's workers with tradestats' fixes (see workers/); the stock names are mapped to them.
 MEINHELD_WORKER = "tradestats.workers.meinheld.MeinheldWorker"
@@ -40,7 +51,15 @@ class ServeSettings:
     max_body_bytes: int
     log_level: str
     worker_class: str
+    workers: int
+    data_dir: Path
+    ephemeral: bool = False
+    sync: bool = False
     graceful_timeout: int = limits.SHUTDOWN_GRACE_SECONDS
+
+    def open_store(self) -> Store:
+        return Store(max_symbols=self.max_symbols, max_k=self.max_k, path=self.data_dir,
+                     max_batch=self.max_batch, sync=self.sync)
 
     @property
     def bind(self) -> str:
@@ -60,8 +79,8 @@ def default_worker_class() -> str:
     return MEINHELD_WORKER if meinheld_importable() else FALLBACK_WORKER
 
 
-def worst_case_memory_bytes(max_k: int, max_symbols: int) -> int:
-    return WORST_CASE_BYTES_PER_PRICE * 10**max_k * max_symbols
+def worst_case_disk_bytes(max_k: int, max_symbols: int, max_batch: int) -> int:
+    return symbol_file_size(max_k, max_batch) * max_symbols
 
 
 def format_bytes(count: int) -> str:
@@ -78,13 +97,44 @@ def startup_message(settings: ServeSettings, bind: str) -> str:
     return messages.STARTUP.format(
         version=__version__,
         worker_class=settings.worker_class,
+        workers=settings.workers,
         bind=bind,
         max_k=settings.max_k,
         max_symbols=settings.max_symbols,
         max_batch=settings.max_batch,
         max_body_bytes=settings.max_body_bytes,
-        worst_case=format_bytes(worst_case_memory_bytes(settings.max_k, settings.max_symbols)),
-        bytes_per_price=WORST_CASE_BYTES_PER_PRICE,
+        worst_case=format_bytes(
+            worst_case_disk_bytes(settings.max_k, settings.max_symbols, settings.max_batch)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedStore:
+    symbols: int
+    prices: int
+    torn: list
+    seconds: float
+
+
+def open_and_recover(settings: ServeSettings) -> OpenedStore:
+    """Open the data directory in the master: refuse it now if unusable, roll back torn batches.
+
+    The store is closed again before the workers fork: its file locks must not be shared.
+    """
+    started = time.monotonic()
+    store = settings.open_store()
+    torn = store.recover()
+    prices = sum(len(store[symbol]) for symbol in store)
+    return OpenedStore(len(store), prices, torn, time.monotonic() - started)
+
+
+def store_message(settings: ServeSettings, opened: OpenedStore) -> str:
+    return messages.STORE_OPENED.format(
+        data_dir=settings.data_dir,
+        kind=messages.STORE_EPHEMERAL if settings.ephemeral else messages.STORE_PERSISTENT,
+        durability=messages.DURABILITY_SYNC if settings.sync else messages.DURABILITY_PROCESS,
+        symbols=opened.symbols, prices=opened.prices, torn=len(opened.torn),
+        seconds=opened.seconds,
     )
 
 
@@ -110,7 +160,7 @@ def integer_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradestats-serve",
-        description="Serve the tradestats HTTP API (one gunicorn worker process).",
+        description="Serve the tradestats HTTP API: gunicorn workers sharing one data directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
@@ -143,8 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
         f"'gthread' and {STOCK_GTHREAD_WORKER} the latter)",
     )
     parser.add_argument(
-        "--workers", type=int, default=1,
-        help="must be 1: the prices live in the one worker process's memory",
+        "--workers", type=integer_in_range(1, limits.MAX_WORKERS), default=os.cpu_count() or 1,
+        help=f"worker processes, all serving the same data (1..{limits.MAX_WORKERS}; "
+        "default: the number of CPUs)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--data-dir", type=Path, default=Path(limits.DEFAULT_DATA_DIR),
+        help="directory holding the prices, created if missing; kept across restarts",
+    )
+    where.add_argument(
+        "--ephemeral", action="store_true",
+        help="keep the prices in a throwaway directory (in /dev/shm when present), removed "
+        "when the server stops",
+    )
+    parser.add_argument(
+        "--sync", action="store_true",
+        help="sync each batch to disk before acknowledging it (survives power loss; slower). "
+        "Without it a batch survives any crash or kill of a process, not of the machine",
     )
     return parser
 
@@ -152,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers != 1:
-        parser.error(messages.WORKERS_REFUSED.format(workers=args.workers))  # exits with status 2
     worker_class = args.worker_class or default_worker_class()
+    data_dir = args.data_dir
+    if args.ephemeral:
+        shm = Path("/dev/shm")
+        data_dir = Path(tempfile.mkdtemp(prefix="tradestats-", dir=shm if shm.is_dir() else None))
     return ServeSettings(
         host=args.host,
         port=args.port,
@@ -163,6 +231,10 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
         max_batch=args.max_batch,
         max_body_bytes=args.max_body_bytes,
         log_level=args.log_level,
+        workers=args.workers,
+        data_dir=data_dir,
+        ephemeral=args.ephemeral,
+        sync=args.sync,
         graceful_timeout=args.graceful_timeout,
         worker_class=WORKER_ALIASES.get(worker_class, worker_class),
     )
@@ -173,22 +245,24 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
 class TradestatsApplication(BaseApplication):
     """A gunicorn application whose WSGI app (and store) is built inside the worker process."""
 
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, opened: OpenedStore) -> None:
         self.settings = settings
+        self.opened = opened
         super().__init__()
 
     def gunicorn_options(self) -> dict[str, Any]:
-        settings = self.settings
+        settings, opened = self.settings, self.opened
 
         def when_ready(arbiter: Any) -> None:
             bound = ", ".join(str(listener) for listener in arbiter.LISTENERS) or settings.bind
             arbiter.log.info(startup_message(settings, bound))
+            arbiter.log.info(store_message(settings, opened))
             if settings.worker_class == FALLBACK_WORKER and not meinheld_importable():
                 arbiter.log.info(messages.MEINHELD_FALLBACK.format(worker_class=FALLBACK_WORKER))
 
         return {
             "bind": settings.bind,
-            "workers": 1,
+            "workers": settings.workers,
             "worker_class": settings.worker_class,
             "threads": GTHREAD_THREADS,
             # A stop signal lets requests in flight finish for this long, then the master kills.
@@ -211,15 +285,24 @@ class TradestatsApplication(BaseApplication):
 
         settings = self.settings
         return create_app(
-            max_k=settings.max_k,
-            max_symbols=settings.max_symbols,
+            settings.open_store(),
             max_batch=settings.max_batch,
             max_body_bytes=settings.max_body_bytes,
         )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    TradestatsApplication(parse_settings(argv)).run()
+    settings = parse_settings(argv)
+    try:
+        try:
+            opened = open_and_recover(settings)
+        except (StoreFormatError, OSError) as error:
+            print(messages.STORE_REFUSED.format(error=error), file=sys.stderr)
+            sys.exit(2)
+        TradestatsApplication(settings, opened).run()
+    finally:
+        if settings.ephemeral:
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

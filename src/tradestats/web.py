@@ -5,6 +5,7 @@ status codes and ``detail`` texts are the contract in ../shared/API.md (texts: `
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -17,6 +18,7 @@ import orjson
 from falcon import media
 
 from tradestats import (
+    DiskFullError,
     InvalidPriceError,
     NotEnoughDataError,
     Store,
@@ -183,14 +185,15 @@ def parse_batch(document: Any, max_batch: int) -> tuple[str, list]:
 # --- the store, shared by the resources -----------------------------------------------------------
 
 class SerializedStore:
-    """The engine's Store is not thread-safe; gunicorn's gthread worker calls us from threads.
-
-    Under meinheld (greenlets on one thread) the lock is never contended.
+    """A heap Store is not thread-safe and gunicorn's gthread worker calls us from threads, so
+    calls into it take a lock. A file store locks per symbol itself and its readers never wait:
+    no lock here. (Under meinheld, greenlets on one thread, the lock is never contended.)
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._lock = threading.Lock()
+        in_heap = getattr(store, "path", None) is None
+        self._lock = threading.Lock() if in_heap else contextlib.nullcontext()
 
     @property
     def max_k(self) -> int:
@@ -225,6 +228,8 @@ class AddBatchResource:
             )
         except TooManySymbolsError as error:
             bad_request(messages.SYMBOL_LIMIT_REACHED.format(max_symbols=error.max_symbols))
+        except DiskFullError:
+            raise falcon.HTTPError(falcon.HTTP_507, description=messages.DISK_FULL) from None
         resp.media = {"message": messages.BATCH_ADDED}
 
 

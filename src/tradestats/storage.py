@@ -1,0 +1,197 @@
+"""A file store's directory: which symbol lives in which file, the store's own metadata, and the
+lock under which symbols are created.
+
+Guarantees and limits (the symbol files themselves: layout.pxd):
+
+* One file per symbol under ``symbols/``, named from the symbol reversibly: letters, digits,
+  ``_`` and ``-`` stay as they are and every other character becomes its UTF-8 bytes as ``%XX``
+  (so ``/``, ``.``, ``..`` and any Unicode are safe); a name longer than 240 bytes is split
+  into nested directories. The symbol is also stored in the file's header and checked on open.
+* ``tradestats-store.json`` records the format version, max_k and the ring slack (the largest
+  batch). A store opened with another max_k, a larger max_batch or an unknown version is refused
+  with StoreFormatError naming the file and the reason; nothing is changed.
+* A symbol is created under ``store.lock`` (an open-file-description lock, which the kernel
+  releases if its holder dies): the count is checked and the new file, formatted under a
+  temporary name in ``tmp/``, is renamed into place. So creation is atomic and at most
+  max_symbols symbols ever exist, whichever processes race to create them.
+* With ``sync``, a new symbol's file and directory entries are fsynced before it is used.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import string
+import threading
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote_to_bytes
+
+from tradestats import limits
+from tradestats.engine import (
+    StoreFormatError,
+    SymbolStats,
+    TooManySymbolsError,
+    _format_symbol_file,
+    _lock_fd,
+    _open_symbol_file,
+)
+
+FORMAT = "tradestats-store"
+VERSION = 1
+META_NAME = "tradestats-store.json"
+LOCK_NAME = "store.lock"
+SYMBOLS_DIR = "symbols"
+TMP_DIR = "tmp"
+SUFFIX = ".sym"
+#: Below NAME_MAX (255) with room for the suffix; longer names become nested directories.
+MAX_NAME_PART = 240
+_KEPT_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-")
+
+
+def encode_symbol(symbol: str) -> list[str]:
+    """The path parts (relative to symbols/) of a symbol's file, without the suffix."""
+    encoded = [c if c in _KEPT_CHARACTERS else "".join(f"%{b:02X}" for b in c.encode())
+               for c in symbol]
+    parts, current = [], ""
+    for piece in encoded:  # never split inside a character's %XX run
+        if len(current) + len(piece) > MAX_NAME_PART:
+            parts.append(current)
+            current = ""
+        current += piece
+    parts.append(current)
+    return parts
+
+
+def decode_symbol(parts: tuple[str, ...]) -> str:
+    return unquote_to_bytes("".join(parts)).decode("utf-8")
+
+
+class SymbolDirectory:
+    """One store directory (see the module doc); SymbolStats does the rest in each file."""
+
+    def __init__(self, path, *, max_k: int, max_batch: int | None, sync: bool) -> None:
+        self.root = Path(path)
+        self.max_k = max_k
+        self.sync = sync
+        for folder in (self.root, self.root / SYMBOLS_DIR, self.root / TMP_DIR):
+            folder.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self.max_batch = self._check_or_write_meta(max_batch)
+            self._remove_leftovers()
+        self._thread_lock = threading.Lock()
+
+    # -- the store's metadata ------------------------------------------------------------------
+
+    def _check_or_write_meta(self, max_batch: int | None) -> int:
+        meta_path = self.root / META_NAME
+        if not meta_path.exists():
+            if self.symbols():
+                raise StoreFormatError(meta_path, "missing, but the store holds symbol files")
+            created = max_batch or limits.DEFAULT_MAX_BATCH
+            meta = {"format": FORMAT, "version": VERSION, "max_k": self.max_k,
+                    "max_batch": created}
+            self._write_atomically(meta_path, json.dumps(meta, indent=2).encode() + b"\n")
+            return created
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            kind, version = meta["format"], meta["version"]
+            stored_k, stored_batch = meta["max_k"], meta["max_batch"]
+        except (ValueError, KeyError, TypeError):
+            raise StoreFormatError(meta_path, "corrupt: not this store's metadata") from None
+        if kind != FORMAT:
+            raise StoreFormatError(meta_path, f"not a tradestats store ({kind!r})")
+        if version != VERSION:
+            raise StoreFormatError(
+                meta_path, f"format version {version}; this tradestats reads version {VERSION}")
+        if stored_k != self.max_k:
+            raise StoreFormatError(
+                meta_path, f"created with max_k={stored_k}, opened with max_k={self.max_k}")
+        if max_batch is not None and max_batch > stored_batch:
+            raise StoreFormatError(
+                meta_path, f"created for batches of at most {stored_batch} prices, "
+                f"opened with max_batch={max_batch}")
+        return stored_batch
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        temporary = self.root / TMP_DIR / f"{path.name}.{os.getpid()}"
+        with open(temporary, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(temporary, path)
+        self._sync_directory(path.parent)
+
+    def _remove_leftovers(self) -> None:
+        """Files a creator killed mid-creation left in tmp/ (we hold the lock: none is in use)."""
+        for leftover in (self.root / TMP_DIR).iterdir():
+            leftover.unlink(missing_ok=True)
+
+    # -- symbols ---------------------------------------------------------------------------------
+
+    def path_of(self, symbol: str) -> Path:
+        *folders, name = encode_symbol(symbol)
+        return self.root.joinpath(SYMBOLS_DIR, *folders, name + SUFFIX)
+
+    def exists(self, symbol: str) -> bool:
+        return self.path_of(symbol).exists()
+
+    def symbols(self) -> list[str]:
+        base = self.root / SYMBOLS_DIR
+        found = []
+        for path in base.rglob("*" + SUFFIX):
+            parts = path.relative_to(base).parts
+            found.append(decode_symbol((*parts[:-1], parts[-1][: -len(SUFFIX)])))
+        return sorted(found)
+
+    def open(self, symbol: str, create_within: int | None = None) -> SymbolStats:
+        """The symbol's SymbolStats; KeyError if it has no file, unless ``create_within`` (the
+        symbol limit) allows creating it."""
+        path = self.path_of(symbol)
+        if not path.exists():
+            if create_within is None:
+                raise KeyError(symbol)
+            self._create(symbol, path, create_within)
+        return _open_symbol_file(path, symbol.encode(), self.max_k, self.max_batch, self.sync)
+
+    def _create(self, symbol: str, path: Path, max_symbols: int) -> None:
+        with self._thread_lock, self._locked():
+            if path.exists():  # another process or thread was first
+                return
+            if len(self.symbols()) >= max_symbols:
+                raise TooManySymbolsError(max_symbols)
+            temporary = self.root / TMP_DIR / f"{os.getpid()}-{threading.get_ident()}{SUFFIX}"
+            fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                _format_symbol_file(fd, symbol.encode(), self.max_k, self.max_batch, path)
+                if self.sync:
+                    os.fsync(fd)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+            finally:
+                os.close(fd)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(temporary, path)
+            if self.sync:
+                self._sync_directory(path.parent)
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _lock_fd(fd)
+            yield  # closing the descriptor releases its lock
+        finally:
+            os.close(fd)
+
+    def _sync_directory(self, folder: Path) -> None:
+        if not self.sync:
+            return
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,191 @@
+"""The server's shared store over real HTTP: every worker serves one dataset, kept across
+restarts and worker kills, with a full disk answered 507 (issue #8)."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ServerProcess, serve_command, stop_cleanly
+from engine_reference import check_stats
+from test_http import assert_added, assert_error, get_stats, post_batch
+from test_shutdown import worker_pids
+from test_store import small_disk  # noqa: F401  (a fixture)
+from tradestats import Stats, messages
+from tradestats.engine import _make_stats
+
+TWO_WORKERS = ("--workers", "2", "--max-k", "3", "--max-symbols", "100")
+
+
+def unique_stream(start: int, end: int) -> list[float]:
+    """Prices p + u, u in [0, 0.5): the last price of a window names how many came before."""
+    p = np.arange(start, end)
+    return (p + (p * 7919 % 1000) / 2000).tolist()
+
+
+def stats_of(reply) -> Stats:
+    body = reply.json()
+    return _make_stats(body["min"], body["max"], body["last"], body["avg"], body["var"])
+
+
+def stored_count(server, symbol) -> int:
+    reply = get_stats(server, symbol, 1)
+    return int(reply.json()["last"]) + 1 if reply.status == 200 else 0
+
+
+def check_symbol(server, symbol, count):
+    for k in (1, 2, 3):
+        if count >= 10**k:
+            reply = get_stats(server, symbol, k)
+            assert reply.status == 200, reply.body
+            check_stats(stats_of(reply), unique_stream(count - 10**k, count), f"k={k}")
+
+
+def test_every_worker_reads_every_acknowledged_batch(worker_class, tmp_path):
+    server = ServerProcess(worker_class, TWO_WORKERS, tmp_path / "serve.log")
+    try:
+        assert len(worker_pids(server.process.pid)) == 2
+        count = 0
+        for n in range(150):   # fresh connections land on either worker
+            size = 10 + n % 37
+            assert_added(post_batch(server, "RYW", unique_stream(count, count + size)))
+            count += size
+            assert stored_count(server, "RYW") == count
+        check_symbol(server, "RYW", count)
+    finally:
+        stop_cleanly(server)
+
+
+def test_a_restart_keeps_every_symbol(worker_class, tmp_path):
+    args = (*TWO_WORKERS, "--data-dir", str(tmp_path / "data"))
+    server = ServerProcess(worker_class, args, tmp_path / "first.log")
+    symbols = {f"S{n}/é": 1000 + 137 * n for n in range(5)}
+    try:
+        for symbol, count in symbols.items():
+            for start in range(0, count, 400):
+                assert_added(post_batch(server, symbol, unique_stream(start, min(count, start + 400))))
+    finally:
+        stop_cleanly(server)
+    again = ServerProcess(worker_class, args, tmp_path / "second.log")
+    try:
+        assert f"5 symbols, {sum(symbols.values())} prices" in again.log
+        for symbol, count in symbols.items():
+            check_symbol(again, symbol, count)
+    finally:
+        stop_cleanly(again)
+
+
+def test_killed_workers_lose_only_unacknowledged_batches(worker_class, tmp_path):
+    """A client posts without pause while workers are SIGKILLed and restarted by gunicorn."""
+    server = ServerProcess(worker_class, TWO_WORKERS, tmp_path / "serve.log")
+    acked = [0]
+    stop = threading.Event()
+    failures = []
+
+    def post_forever():
+        count = 0
+        while not stop.is_set():
+            size = 1 + count % 500
+            try:
+                reply = post_batch(server, "KILL", unique_stream(count, count + size))
+            except (OSError, http.client.HTTPException):
+                # No answer: the batch may or may not be stored. Ask, then go on from there.
+                time.sleep(0.05)
+                try:
+                    count = stored_count(server, "KILL")
+                except (OSError, http.client.HTTPException):
+                    pass
+                continue
+            if reply.status != 200:
+                failures.append(reply.body)
+                return
+            count += size
+            acked[0] = count
+
+    client = threading.Thread(target=post_forever)
+    client.start()
+    try:
+        rng = random.Random(3)
+        for _ in range(6):
+            time.sleep(rng.uniform(0.2, 0.5))
+            victims = worker_pids(server.process.pid)
+            if victims:
+                try:
+                    os.kill(rng.choice(victims), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        client.join(30)
+    try:
+        assert not failures, failures[:3]
+        final = stored_count(server, "KILL")
+        assert final == acked[0]   # the client resumed from what was stored: nothing lost or doubled
+        assert final > 1000
+        check_symbol(server, "KILL", final)
+    finally:
+        stop_cleanly(server)
+
+
+def test_a_full_disk_is_507_and_reads_go_on(worker_class, small_disk):  # noqa: F811
+    args = ("--workers", "2", "--max-k", "4", "--max-symbols", "100",
+            "--data-dir", str(small_disk / "data"))
+    server = ServerProcess(worker_class, args, small_disk.parent / "serve.log")
+    try:
+        filled, refused = [], None
+        for n in range(100):
+            symbol = f"D{n}"
+            replies = [post_batch(server, symbol, unique_stream(start, start + 5000))
+                       for start in range(0, 20_000, 5000)]
+            if all(reply.status == 200 for reply in replies):
+                filled.append(symbol)
+                continue
+            refused = next(reply for reply in replies if reply.status != 200)
+            break
+        assert refused is not None and len(filled) >= 3
+        assert_error(refused, 507, messages.DISK_FULL)
+        for symbol in filled:
+            check_symbol(server, symbol, 20_000)
+        assert server.request("GET", "/health").status == 200
+    finally:
+        stop_cleanly(server)
+
+
+def test_reopening_with_another_max_k_is_refused_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    server = ServerProcess(None, ("--max-k", "3", "--data-dir", str(data)), tmp_path / "a.log")
+    try:
+        assert_added(post_batch(server, "A", [1.0] * 10))
+    finally:
+        stop_cleanly(server)
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file() and p.suffix != ".lock"}
+    result = subprocess.run([*serve_command(), "--port", "1", "--max-k", "4",
+                             "--data-dir", str(data)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "tradestats-store.json" in result.stderr and "max_k=3" in result.stderr
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_ephemeral_store_is_removed_at_stop(tmp_path):
+    server = ServerProcess(None, ("--ephemeral", "--max-k", "1"), tmp_path / "serve.log")
+    try:
+        assert_added(post_batch(server, "E", [2.0] * 10))
+        line = next(l for l in server.log.splitlines() if "data directory" in l)
+        data_dir = line.split("data directory ", 1)[1].split(" (", 1)[0]
+        assert "ephemeral" in line and json.loads(
+            get_stats(server, "E", 1).body)["var"] == 0.0
+        assert Path(data_dir).is_dir()
+    finally:
+        stop_cleanly(server)
+    assert not Path(data_dir).exists()
