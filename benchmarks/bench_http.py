@@ -562,15 +562,25 @@ class Server:
                 raise RuntimeError(f"{self.name} exited at start-up:\n{text}")
             if listening and worker:
                 self.port, self.worker_pid = int(listening.group(1)), int(worker.group(1))
-                if self._healthy():
+                if self._healthy() and len(self.worker_pids()) >= self.expected_workers:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer /health in {SERVER_START_TIMEOUT_S} s:\n"
                            + self.log_path.read_text(errors="replace"))
 
+    expected_workers = 1
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return [self.worker_pid]
+
     @property
     def pids(self) -> list[int]:
-        return [self.proc.pid, self.worker_pid] if self.proc else []
+        """The master and every worker (gunicorn restarts none of them during a run)."""
+        return [self.proc.pid, *self.worker_pids()] if self.proc else []
 
     def _healthy(self) -> bool:
         try:
@@ -749,6 +759,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--worker-class", default=None,
                         help="gunicorn worker class for both servers (default: tradestats-serve's)")
     parser.add_argument("--log-level", default="info", help="both servers' --log-level")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes of both servers (tradestats' share one data dir)")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto",
                         help="auto: wrk when installed, else the Python generator")
     parser.add_argument("--cases", default="post,get,mixed",
@@ -812,7 +824,8 @@ class Bench:
 
     def server_argv(self, program: list[str]) -> list[str]:
         argv = program + ["--host", HOST, "--port", "0", "--max-k", str(self.args.max_k),
-                          "--max-symbols", str(len(SYMBOLS)), "--log-level", self.args.log_level]
+                          "--max-symbols", str(len(SYMBOLS)), "--log-level", self.args.log_level,
+                          "--workers", str(self.args.workers)]
         if self.args.worker_class:
             argv += ["--worker-class", self.args.worker_class]
         return argv
@@ -871,12 +884,15 @@ class Bench:
 
     def run(self) -> None:
         args = self.args
-        ts = Server("tradestats-serve", self.server_argv([find_serve()]),
+        ts = Server("tradestats-serve", self.server_argv([find_serve()])
+                    + ["--data-dir", str(self.workdir / "data")],
                     self.workdir / "tradestats-serve.log")
         limit = Server("limit app", self.server_argv([sys.executable,
                                                       str(HERE / "limit_app.py")]),
                        self.workdir / "limit_app.log")
         servers = [ts, limit]
+        for server in servers:
+            server.expected_workers = args.workers
         self.quiet_deadline = time.monotonic() + self.args.wait_quiet
         self.background = background_load()
         if self.background > NOISY_OTHER_CORES:

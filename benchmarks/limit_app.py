@@ -98,7 +98,7 @@ class LimitApplication(server.TradestatsApplication):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    LimitApplication(server.parse_settings(argv)).run()
+    LimitApplication(server.parse_settings(argv), opened=None).run()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from libc.limits cimport INT_MAX
 from libc.math cimport fabs, isfinite, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
-from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.mman cimport MAP_FAILED, MAP_SHARED, MS_SYNC, PROT_READ, PROT_WRITE, mmap, msync, munmap
 from posix.signal cimport kill
 from posix.unistd cimport ftruncate, getpid
 
@@ -80,8 +80,8 @@ cdef double SUM_ERROR = 24 * 2.0 ** -53
 cdef double REBUILD_RELATIVE = 1e-11
 cdef double REBUILD_ABSOLUTE = 1e-32
 cdef int64_t FIRST_ALLOCATION = 16
-# A file store allocates disk blocks ahead of the data in steps of this many prices, so a full
-# disk is an error before a batch is written, never a SIGBUS while it is.
+# A file store allocates disk blocks ahead of the data, at least this many prices at a time and
+# doubling, so a full disk is an error before a batch is written, never a SIGBUS while it is.
 cdef int64_t RESERVE_STEP = 16384
 # A reader retries a snapshot copy that a commit overlapped. Each retry means a whole batch was
 # committed during a copy of a few hundred bytes, so this bound is reached only if writers commit
@@ -802,6 +802,9 @@ cdef class SymbolStats:
                 memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
                 f.writing = g + 1
                 ts_fence_full()         # `writing` is set before any slot can change
+                if self._sync and msync(f, f.header_bytes, MS_SYNC) != 0:
+                    # ...and on disk first, or a power cut could keep torn deques unmarked.
+                    raise OSError(errno_value(), f"cannot sync {self.path}", str(self.path))
                 self._append(values, n)
                 crash_point()
                 self._publish(g + 1)
@@ -831,7 +834,9 @@ cdef class SymbolStats:
         cdef int64_t target, before = f.reserved
         if needed <= before:
             return 0
-        target = min((needed + RESERVE_STEP - 1) // RESERVE_STEP * RESERVE_STEP, f.ring_size)
+        # Doubling, like the heap's arrays: a handful of calls for a full window.
+        target = min(max((needed + RESERVE_STEP - 1) // RESERVE_STEP * RESERVE_STEP, 2 * before),
+                     f.ring_size)
         reserve(self.fd, f.ring_offset + before * <int64_t>sizeof(double),
                 (target - before) * <int64_t>sizeof(double), self.path)
         before = min(before, f.capacity)
