@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -75,6 +76,8 @@ class ServerProcess:
         self.data_dir = log_path.parent / f"data-{log_path.stem}"
         if "--data-dir" not in args and "--ephemeral" not in args:
             args = (*args, "--data-dir", str(self.data_dir))
+        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args \
+            else os.cpu_count()
         command = serve_command() + ["--host", "127.0.0.1", "--port", str(self.port), *args]
         if worker_class is not None:
             command += ["--worker-class", worker_class]
@@ -110,16 +113,25 @@ class ServerProcess:
                 pytest.fail(f"server ignored signal {signum} for {STOP_TIMEOUT}s:\n{self.log}")
         return self.process.returncode
 
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    def all_workers_up(self) -> bool:
+        """Every worker forked (the first one answering /health does not mean the others are)."""
+        return len(self.worker_pids()) >= self.workers
+
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"server exited with {self.process.returncode} on start:\n{self.log}")
             try:
-                if self.request("GET", "/health").status == 200:
+                if self.request("GET", "/health").status == 200 and self.all_workers_up():
                     return
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
         pytest.fail(f"server did not answer /health within {START_TIMEOUT}s:\n{self.log}")
 
@@ -157,3 +169,16 @@ def start_server(worker_class, tmp_path) -> Iterator[Callable[..., ServerProcess
     for running in started:
         if running.process.poll() is None:
             stop_cleanly(running)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (needs root, as CI has)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)

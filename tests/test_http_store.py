@@ -13,13 +13,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import ServerProcess, serve_command, stop_cleanly
 from engine_reference import check_stats
 from test_http import assert_added, assert_error, get_stats, post_batch
-from test_shutdown import worker_pids
-from test_store import small_disk  # noqa: F401  (a fixture)
 from tradestats import Stats, messages
 from tradestats.engine import _make_stats
 
@@ -53,7 +50,7 @@ def check_symbol(server, symbol, count):
 def test_every_worker_reads_every_acknowledged_batch(worker_class, tmp_path):
     server = ServerProcess(worker_class, TWO_WORKERS, tmp_path / "serve.log")
     try:
-        assert len(worker_pids(server.process.pid)) == 2
+        assert len(server.worker_pids()) == 2
         count = 0
         for n in range(150):   # fresh connections land on either worker
             size = 10 + n % 37
@@ -117,7 +114,7 @@ def test_killed_workers_lose_only_unacknowledged_batches(worker_class, tmp_path)
         rng = random.Random(3)
         for _ in range(6):
             time.sleep(rng.uniform(0.2, 0.5))
-            victims = worker_pids(server.process.pid)
+            victims = server.worker_pids()
             if victims:
                 try:
                     os.kill(rng.choice(victims), signal.SIGKILL)
@@ -137,7 +134,7 @@ def test_killed_workers_lose_only_unacknowledged_batches(worker_class, tmp_path)
         stop_cleanly(server)
 
 
-def test_a_full_disk_is_507_and_reads_go_on(worker_class, small_disk):  # noqa: F811
+def test_a_full_disk_is_507_and_reads_go_on(worker_class, small_disk):
     args = ("--workers", "2", "--max-k", "4", "--max-symbols", "100",
             "--data-dir", str(small_disk / "data"))
     server = ServerProcess(worker_class, args, small_disk.parent / "serve.log")

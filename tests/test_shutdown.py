@@ -39,11 +39,6 @@ def busy_cpu():
         burner.wait()
 
 
-def worker_pids(master_pid: int) -> list[int]:
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children")
-    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
-
-
 def is_running(pid: int) -> bool:
     """Alive and not a zombie waiting to be reaped."""
     try:
@@ -101,7 +96,7 @@ def test_stop_signals_stop_the_server_every_time(worker_class, busy_cpu, tmp_pat
                                                    signum):
     for cycle in range(CYCLES):
         server = ServerProcess(worker_class, SERVER_ARGS, tmp_path / f"serve-{cycle}.log")
-        workers = worker_pids(server.process.pid)
+        workers = server.worker_pids()
         assert workers, "the master has no worker process"
         open_connections = SCENARIOS[scenario](server)
         started = time.monotonic()
@@ -130,7 +125,7 @@ def test_default_grace_is_a_few_seconds(worker_class, tmp_path):
 
 def test_no_worker_outlives_a_killed_master(worker_class, tmp_path):
     server = ServerProcess(worker_class, SERVER_ARGS, tmp_path / "serve.log")
-    workers = worker_pids(server.process.pid)
+    workers = server.worker_pids()
     assert workers
     server.process.kill()
     server.process.wait()

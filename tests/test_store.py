@@ -376,19 +376,6 @@ def test_random_sigkills_lose_only_unacknowledged_batches(tmp_path):
 
 # --- a full disk --------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs (needs root, as CI has)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_a_full_disk_refuses_the_batch_and_keeps_serving(small_disk):
     """Symbols of ~250 KiB each fill 2 MiB: the batch or the new symbol that does not fit is
     refused with DiskFullError, nothing of it is stored, and everything else keeps working."""
