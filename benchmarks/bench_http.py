@@ -997,7 +997,8 @@ class Bench:
             f"## HTTP benchmark: tradestats vs the limit app ({datetime.date.today().isoformat()})",
             "",
             f"- machine: {cores} cores, {model}, Linux {platform.release()}",
-            f"- worker class: {self.worker_class} ({self.args.workers} worker{"s" if self.args.workers > 1 else ""} each, same gunicorn settings for both; tradestats on a file store)",
+            f"- worker class: {self.worker_class} ({self.args.workers} worker process(es) each, "
+            "same gunicorn settings for both; tradestats on a file store)",
             f"- versions: Python {platform.python_version()}, falcon {package_version('falcon')}, "
             f"gunicorn {package_version('gunicorn')}, meinheld {package_version('meinheld')}, "
             f"orjson {package_version('orjson')}",
