@@ -759,6 +759,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--worker-class", default=None,
                         help="gunicorn worker class for both servers (default: tradestats-serve's)")
     parser.add_argument("--log-level", default="info", help="both servers' --log-level")
+    parser.add_argument("--store", choices=("disk", "memory"), default="disk",
+                        help="tradestats' data directory: on disk beside the logs, or "
+                        "--ephemeral (in /dev/shm: no writeback to a disk)")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes of both servers (tradestats' share one data dir)")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto",
@@ -884,8 +887,9 @@ class Bench:
 
     def run(self) -> None:
         args = self.args
-        ts = Server("tradestats-serve", self.server_argv([find_serve()])
-                    + ["--data-dir", str(self.workdir / "data")],
+        where = (["--ephemeral"] if args.store == "memory"
+                 else ["--data-dir", str(self.workdir / "data")])
+        ts = Server("tradestats-serve", self.server_argv([find_serve()]) + where,
                     self.workdir / "tradestats-serve.log")
         limit = Server("limit app", self.server_argv([sys.executable,
                                                       str(HERE / "limit_app.py")]),

@@ -1,6 +1,8 @@
 """Type stubs for the Cython engine (tradestats/engine.pyx)."""
+import os
 from array import array
-from typing import Iterator, Sequence, Union
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
 
 from typing_extensions import Buffer  # noqa: F401  (PEP 688; any 1-D float64 buffer)
 
@@ -21,6 +23,18 @@ class InvalidPriceError(ValueError):
 class TooManySymbolsError(ValueError):
     """A new symbol would pass the store's ``max_symbols``."""
     max_symbols: int
+
+class StoreFormatError(ValueError):
+    """A store file this version cannot use (other version or max_k, truncated, corrupt);
+    nothing in it was changed."""
+    path: Union[str, Path]
+    reason: str
+
+class DiskFullError(OSError):
+    """No disk space for a batch or a new symbol; nothing of it was stored."""
+
+def symbol_file_size(max_k: int, slack: int) -> int:
+    """Bytes one symbol file spans (sparse: disk blocks follow the data)."""
 
 class Stats:
     """Immutable statistics of one window."""
@@ -47,7 +61,15 @@ class SymbolStats:
     def max_k(self) -> int: ...
     @property
     def nbytes(self) -> int:
-        """Bytes of memory this symbol holds now."""
+        """Bytes this symbol holds now: memory in the heap, disk blocks in a file."""
+    @property
+    def path(self) -> Optional[Path]:
+        """The symbol's file in a file store, else None."""
+    @property
+    def recoveries(self) -> int:
+        """Torn batches rolled back in this symbol's file (0 in the heap)."""
+    def recover(self) -> bool:
+        """Roll back a torn batch now if there is one; True if there was."""
     @property
     def rebuilds(self) -> tuple[int, ...]:
         """Per window, how often its sums were rebuilt from the ring (numerical safety valve)."""
@@ -59,8 +81,18 @@ class SymbolStats:
         """Prices added so far."""
 
 class Store:
-    """Symbol -> SymbolStats, created on first add. Not thread-safe."""
-    def __init__(self, max_symbols: int = 10, max_k: int = 8) -> None: ...
+    """Symbol -> SymbolStats, created on first add: in the heap (not thread-safe), or with
+    ``path`` in memory-mapped files shared by every process that opens the directory."""
+    def __init__(self, max_symbols: int = 10, max_k: int = 8,
+                 path: Union[str, "os.PathLike[str]", None] = None, *,
+                 max_batch: Optional[int] = None, sync: bool = False) -> None: ...
+    @property
+    def path(self) -> Optional[Path]: ...
+    @property
+    def max_batch(self) -> Optional[int]:
+        """The largest batch a file store takes (fixed at creation); None in the heap."""
+    def recover(self) -> list[str]:
+        """Roll back torn batches in every symbol; the symbols that had one."""
     @property
     def max_symbols(self) -> int: ...
     @property

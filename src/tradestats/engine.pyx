@@ -80,9 +80,11 @@ cdef double SUM_ERROR = 24 * 2.0 ** -53
 cdef double REBUILD_RELATIVE = 1e-11
 cdef double REBUILD_ABSOLUTE = 1e-32
 cdef int64_t FIRST_ALLOCATION = 16
-# A file store allocates disk blocks ahead of the data, at least this many prices at a time and
-# doubling, so a full disk is an error before a batch is written, never a SIGBUS while it is.
+# A file store allocates disk blocks ahead of the data, from RESERVE_STEP prices at a time
+# doubling up to RESERVE_MAX_STEP, so a full disk is an error before a batch is written, never a
+# SIGBUS while it is.
 cdef int64_t RESERVE_STEP = 16384
+cdef int64_t RESERVE_MAX_STEP = 1 << 20
 # A reader retries a snapshot copy that a commit overlapped. Each retry means a whole batch was
 # committed during a copy of a few hundred bytes, so this bound is reached only if writers commit
 # without pause; the reader then waits for the writers' lock instead of spinning on.
@@ -834,9 +836,10 @@ cdef class SymbolStats:
         cdef int64_t target, before = f.reserved
         if needed <= before:
             return 0
-        # Doubling, like the heap's arrays: a handful of calls for a full window.
-        target = min(max((needed + RESERVE_STEP - 1) // RESERVE_STEP * RESERVE_STEP, 2 * before),
-                     f.ring_size)
+        # Doubling, like the heap's arrays, but at most RESERVE_MAX_STEP at once: one call
+        # reserving hundreds of megabytes would stall its batch for milliseconds.
+        target = min(max((needed + RESERVE_STEP - 1) // RESERVE_STEP * RESERVE_STEP,
+                         before + min(before, RESERVE_MAX_STEP)), f.ring_size)
         reserve(self.fd, f.ring_offset + before * <int64_t>sizeof(double),
                 (target - before) * <int64_t>sizeof(double), self.path)
         before = min(before, f.capacity)
