@@ -1,3 +1,4 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # The layout of one symbol's state, which is also a file format (see FORMAT_VERSION).
 #
 # A symbol's whole state is one header of plain scalars (SymbolHeader) plus three flat arrays
@@ -115,3 +116,26 @@ ctypedef struct SymbolFile:
     int64_t recoveries             # torn batches rolled back
     SymbolHeader state[2]
     Snapshot snapshot[2]
+
+
+# --- layout arithmetic: where each array of a symbol file starts ---------------------------
+
+cdef inline int64_t page_round(int64_t n) noexcept nogil:
+    return (n + FILE_PAGE - 1) // FILE_PAGE * FILE_PAGE
+
+
+cdef inline void plan_layout(SymbolFile* f, int max_k, int64_t slack) noexcept nogil:
+    """Sizes and offsets of a file for max_k and slack (written at creation, checked at open)."""
+    cdef int i
+    cdef int64_t capacity = 1
+    for i in range(max_k):
+        capacity *= 10
+    f.max_k = max_k
+    f.capacity = capacity
+    f.slack = slack
+    f.ring_size = capacity + slack
+    f.header_bytes = <uint32_t>page_round(sizeof(SymbolFile))
+    f.ring_offset = f.header_bytes
+    f.lows_offset = page_round(f.ring_offset + f.ring_size * <int64_t>sizeof(double))
+    f.highs_offset = page_round(f.lows_offset + capacity * <int64_t>sizeof(uint32_t))
+    f.file_size = page_round(f.highs_offset + capacity * <int64_t>sizeof(uint32_t))

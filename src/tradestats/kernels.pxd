@@ -1,0 +1,223 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# The rolling kernels: compensated sums and monotonic deques over one symbol's state.
+#
+# Small inline helpers with their state passed explicitly (a SymbolHeader and its arrays), no
+# Python objects, no allocation, no GIL: engine.pyx drives them over the heap or a mapped file,
+# and other Cython code may cimport them. Their slow, obvious references are in tests/.
+
+from libc.math cimport fabs
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.string cimport memset
+
+from tradestats.layout cimport CompensatedSum, DequeCursor, DequeHeader, SymbolHeader
+
+# Prices are appended in chunks: sums and deque fronts are brought up to date once per chunk.
+# A chunk is at most capacity - 10**(max_k-1) prices (at most capacity if max_k is 1), so that no
+# price inside a smaller window at the start of a chunk can leave the largest window before the
+# chunk ends, and the chunk never laps the ring.
+cdef enum:
+    CHUNK = 4096
+# Terms are summed plainly in groups of GROUP (four lanes), each group folded into a Neumaier sum:
+# the rounding error of a window's sum of squares is then below SUM_ERROR (engine.pyx) times
+# the sum's mass.
+cdef enum:
+    GROUP = 64
+
+# ---------------------------------------------------------------------------------------------
+# Compensated sums.
+
+cdef inline void neumaier_add(CompensatedSum* acc, double x) noexcept nogil:
+    cdef double t = acc.s + x
+    if fabs(acc.s) >= fabs(x):
+        acc.c += (acc.s - t) + x
+    else:
+        acc.c += (x - t) + acc.s
+    acc.s = t
+
+
+cdef inline double total(const CompensatedSum* acc) noexcept nogil:
+    return acc.s + acc.c
+
+
+cdef inline double difference(const CompensatedSum* a, const CompensatedSum* b) noexcept nogil:
+    return (a.s - b.s) + (a.c - b.c)
+
+
+cdef inline void add_shifted_terms(const double* xs, Py_ssize_t n, double ref,
+                                   CompensatedSum* sum1, CompensatedSum* sum2) noexcept nogil:
+    """sum1 += sum(x - ref), sum2 += sum((x - ref)**2) over xs[:n]."""
+    cdef Py_ssize_t i = 0, j, m
+    cdef double a0, a1, a2, a3, q0, q1, q2, q3, d0, d1, d2, d3
+    while i < n:
+        m = n - i
+        if m > GROUP:
+            m = GROUP
+        a0 = a1 = a2 = a3 = q0 = q1 = q2 = q3 = 0.0
+        j = 0
+        # Four independent lanes: the plain sums run in parallel instead of one long chain.
+        while j + 4 <= m:
+            d0 = xs[i + j] - ref
+            d1 = xs[i + j + 1] - ref
+            d2 = xs[i + j + 2] - ref
+            d3 = xs[i + j + 3] - ref
+            a0 += d0
+            a1 += d1
+            a2 += d2
+            a3 += d3
+            q0 += d0 * d0
+            q1 += d1 * d1
+            q2 += d2 * d2
+            q3 += d3 * d3
+            j += 4
+        while j < m:
+            d0 = xs[i + j] - ref
+            a0 += d0
+            q0 += d0 * d0
+            j += 1
+        neumaier_add(sum1, (a0 + a1) + (a2 + a3))
+        neumaier_add(sum2, (q0 + q1) + (q2 + q3))
+        i += m
+
+
+cdef inline void clear_sums(CompensatedSum* a, CompensatedSum* b) noexcept nogil:
+    a.s = a.c = b.s = b.c = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Deques of ring slots.
+
+cdef inline int64_t physical(const DequeCursor* at, uint64_t v) noexcept nogil:
+    cdef int64_t p = at.head_phys + <int64_t>(v - at.head_virtual)
+    if p >= at.capacity:
+        p -= at.capacity
+    return p
+
+
+cdef inline int64_t deque_size(const DequeCursor* at) noexcept nogil:
+    return <int64_t>(at.tail_virtual - at.head_virtual)
+
+
+cdef inline int64_t age_of(uint32_t slot, int64_t newest_slot, int64_t ring_size) noexcept nogil:
+    cdef int64_t age = newest_slot - <int64_t>slot
+    if age < 0:
+        age += ring_size
+    return age
+
+
+cdef inline void expire_before_chunk(DequeCursor* at, const uint32_t* slots, int64_t newest_slot,
+                                     int64_t min_age, int64_t ring_size) noexcept nogil:
+    """Drop the oldest elements whose age (before the chunk) is at least min_age: the prices the
+    chunk pushes out of the largest window. Runs before the chunk overwrites their ring slots."""
+    while at.tail_virtual != at.head_virtual and \
+            age_of(slots[at.head_phys], newest_slot, ring_size) >= min_age:
+        at.head_virtual += 1
+        at.head_phys += 1
+        if at.head_phys == at.capacity:
+            at.head_phys = 0
+
+
+cdef inline uint64_t merge_chunk(DequeCursor* at, uint32_t* slots, const double* ring,
+                                 const double* xs, Py_ssize_t c, int64_t first_slot,
+                                 int64_t ring_size, bint keeps_max, int32_t* survivors) noexcept nogil:
+    """The deque after a whole chunk, built at once; returns the virtual index the chunk's
+    first survivor landed at (where fronts passed by pops restart).
+
+    A chunk price survives iff no later chunk price dominates it: a scan from the end that keeps
+    the running extreme. Its branch is rarely taken on real prices, unlike the per-price pops
+    of the textbook deque. Old elements are popped once, against the chunk's extreme.
+    """
+    cdef Py_ssize_t j, kept = 1
+    cdef double extreme = xs[c - 1]
+    cdef int64_t slot
+    survivors[0] = <int32_t>(c - 1)
+    for j in range(c - 2, -1, -1):
+        if (xs[j] > extreme) if keeps_max else (xs[j] < extreme):
+            extreme = xs[j]
+            survivors[kept] = <int32_t>j
+            kept += 1
+    while at.tail_virtual != at.head_virtual:
+        slot = slots[physical(at, at.tail_virtual - 1)]
+        if (ring[slot] > extreme) if keeps_max else (ring[slot] < extreme):
+            break
+        at.tail_virtual -= 1
+    cdef uint64_t landed = at.tail_virtual
+    while kept > 0:
+        kept -= 1
+        slot = first_slot + survivors[kept]
+        if slot >= ring_size:
+            slot -= ring_size
+        slots[physical(at, at.tail_virtual)] = <uint32_t>slot
+        at.tail_virtual += 1
+    return landed
+
+
+cdef inline void advance_fronts(DequeHeader* dq, const uint32_t* slots, const SymbolHeader* h,
+                         uint64_t lowest, int64_t newest_slot) noexcept nogil:
+    """Bring each smaller window's front up to date after a chunk.
+
+    A front that a pop passed restarts where the first new element landed; from there it only
+    moves forward over expired elements, so the work is amortized O(1) per price per window.
+    """
+    cdef int i
+    cdef uint64_t v
+    cdef const DequeCursor* at = &dq.at
+    for i in range(h.max_k - 1):
+        v = dq.front[i]
+        if lowest < v:
+            v = lowest
+        if v < at.head_virtual:
+            v = at.head_virtual
+        while v < at.tail_virtual and \
+                age_of(slots[physical(at, v)], newest_slot, h.ring_size) >= h.window[i]:
+            v += 1
+        dq.front[i] = v
+    dq.front[h.max_k - 1] = at.head_virtual
+
+
+# ---------------------------------------------------------------------------------------------
+# A symbol's whole state.
+
+cdef inline void empty_deque(DequeHeader* dq) noexcept nogil:
+    dq.at.head_virtual = dq.at.tail_virtual = 0
+    dq.at.head_phys = 0
+    memset(dq.front, 0, sizeof(dq.front))
+
+
+
+
+cdef inline int64_t newest_slot(const SymbolHeader* h) noexcept nogil:
+    return (h.count - 1) % h.ring_size
+
+
+cdef inline void init_header(SymbolHeader* h, int max_k, int64_t slack) noexcept nogil:
+    """An empty symbol: windows 10**1 .. 10**max_k, a ring of 10**max_k + slack slots."""
+    cdef int i
+    cdef int64_t size = 1
+    memset(h, 0, sizeof(SymbolHeader))
+    h.max_k = max_k
+    for i in range(max_k):
+        size *= 10
+        h.window[i] = size
+    h.capacity = size
+    h.ring_size = size + slack
+
+
+cdef inline void rebuild_deques(SymbolHeader* h, const double* ring, uint32_t* lows,
+                         uint32_t* highs) noexcept nogil:
+    """Lay both deques out afresh from the ring's last min(count, capacity) prices.
+
+    The deque of a window is determined by its prices, so this is the deque the incremental
+    merges built; a torn batch is rolled back with it (its sums come from the committed header).
+    """
+    cdef int32_t survivors[CHUNK]
+    cdef int64_t n = min(h.count, h.capacity), position = h.count - n, slot, c
+    empty_deque(&h.lows)
+    empty_deque(&h.highs)
+    while position < h.count:
+        slot = position % h.ring_size
+        c = min(<int64_t>CHUNK, h.count - position, h.ring_size - slot)
+        merge_chunk(&h.lows.at, lows, ring, ring + slot, c, slot, h.ring_size, False, survivors)
+        merge_chunk(&h.highs.at, highs, ring, ring + slot, c, slot, h.ring_size, True, survivors)
+        position += c
+    advance_fronts(&h.lows, lows, h, 0, newest_slot(h))
+    advance_fronts(&h.highs, highs, h, 0, newest_slot(h))
