@@ -233,7 +233,11 @@ def test_a_full_default_batch_fits_the_default_body_limit(default_client):
 # --- GET /stats/ errors (exact contract texts) ----------------------------------------------------
 
 @pytest.mark.parametrize("k_part", ["", "&k=", "&k=abc", "&k=1.5", "&k=0", "&k=-1",
-                                    f"&k={MAX_K + 1}"])
+                                    f"&k={MAX_K + 1}",
+                                    # Python's int() takes all of these; the contract does not.
+                                    "&k=%201", "&k=1%20", "&k=%2B1", "&k=+1", "&k=0_1",
+                                    "&k=%EF%BC%91", "&k=%D9%A1", "&k=1.0", "&k=1e0",
+                                    "&k=%091", "&k=1&k=2"])
 @pytest.mark.parametrize("stats_path", STATS_PATHS)
 def test_invalid_k(client, k_part, stats_path):
     assert_added(post_batch(client, "AAPL", list(range(10**MAX_K))))
@@ -245,6 +249,13 @@ def test_invalid_k(client, k_part, stats_path):
 def test_k_outside_1_to_8_is_invalid_by_default(default_client, k):
     assert_added(post_batch(default_client, "AAPL", list(range(10))))
     assert_error(get_stats(default_client, "AAPL", k), 400, "Invalid k value")
+
+
+@pytest.mark.parametrize("k_text", ["1", "01", "001"])
+def test_k_in_ascii_digits_with_leading_zeros_is_valid(client, k_text):
+    assert_added(post_batch(client, "AAPL", list(range(10))))
+    result = client.simulate_get("/stats/", query_string=f"symbol=AAPL&k={k_text}")
+    assert result.status_code == 200 and result.json["max"] == 9.0
 
 
 def test_k_8_is_valid_by_default(default_client):

@@ -182,6 +182,22 @@ def parse_batch(document: Any, max_batch: int) -> tuple[str, list]:
     return validate_symbol(document["symbol"]), validate_values(document["values"], max_batch)
 
 
+# --- query parameters ----------------------------------------------------------------------------
+
+_ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def strict_integer(req: falcon.Request, name: str, low: int, high: int) -> int | None:
+    """The parameter as an integer in low..high, or None. ASCII digits only: Python's int() (and
+    so Falcon's) also takes a sign, spaces, underscores and non-ASCII digits, which a client
+    sending them almost certainly did not mean. A repeated parameter is ambiguous: None."""
+    values = req.get_param_as_list(name)
+    if not values or len(values) != 1 or not _ASCII_DIGITS.fullmatch(values[0]):
+        return None
+    value = int(values[0])
+    return value if low <= value <= high else None
+
+
 # --- the store, shared by the resources -----------------------------------------------------------
 
 class SerializedStore:
@@ -258,12 +274,10 @@ class StatsResource:
         }
 
     def _window_exponent(self, req: falcon.Request) -> int:
-        try:
-            return req.get_param_as_int(
-                "k", required=True, min_value=1, max_value=self._store.max_k
-            )
-        except (falcon.HTTPMissingParam, falcon.HTTPInvalidParam):
+        k = strict_integer(req, "k", 1, self._store.max_k)
+        if k is None:
             bad_request(messages.INVALID_K)
+        return k
 
 
 class HealthResource:
