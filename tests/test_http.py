@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_SERVER_ARGS, Reply, ServerProcess, serve_command, stop_cleanly
+import tradestats
 from tradestats import limits, messages
 from tradestats.server import (
     FALLBACK_WORKER,
@@ -446,3 +447,28 @@ def test_out_of_range_flags_are_refused(flag):
     result = subprocess.run([*serve_command(), *flag], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert flag[0] in result.stderr
+
+
+def test_version_flag():
+    result = subprocess.run([*serve_command(), "--version"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0
+    assert result.stdout == f"tradestats {tradestats.__version__}\n"
+
+
+@pytest.mark.parametrize("name", ["nope.Nope", "eventlet", "tradestats.workers.gthread.Missing"])
+def test_an_unusable_worker_class_is_one_line_and_status_2(name):
+    result = subprocess.run([*serve_command(), "--port", "1", "--worker-class", name],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and name in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_flag_states_its_default_or_range():
+    text = subprocess.run([*serve_command(), "--help"], capture_output=True, text=True,
+                          timeout=30).stdout
+    for flag in ("--port", "--max-k", "--max-symbols", "--max-batch", "--max-body-bytes",
+                 "--graceful-timeout", "--workers", "--data-dir"):
+        help_text = text.split(flag, 2)[-1].split("\n  --", 1)[0]
+        assert "default" in help_text or ".." in help_text, (flag, help_text)

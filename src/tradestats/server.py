@@ -163,29 +163,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the tradestats HTTP API: gunicorn workers sharing one data directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"tradestats {__version__}")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    parser.add_argument("--port", type=integer_in_range(0, 65535), default=8000)
+    parser.add_argument("--port", type=integer_in_range(0, 65535), default=8000,
+                        help="TCP port (0..65535; 0 picks a free one)")
     parser.add_argument(
         "--max-k", type=integer_in_range(1, limits.MAX_MAX_K), default=limits.DEFAULT_MAX_K,
-        help="largest window is 10**max_k prices",
+        help=f"largest window is 10**max_k prices (1..{limits.MAX_MAX_K})",
     )
     parser.add_argument(
         "--max-symbols", type=integer_in_range(1), default=limits.DEFAULT_MAX_SYMBOLS,
-        help="symbols the server accepts before refusing new ones",
+        help="symbols the server accepts before refusing new ones (1 or more)",
     )
     parser.add_argument(
         "--max-batch", type=integer_in_range(1), default=limits.DEFAULT_MAX_BATCH,
-        help="most values in one /add_batch/ request",
+        help="most values in one /add_batch/ request (1 or more; a data directory keeps the "
+        "value it was created with as its ceiling)",
     )
     parser.add_argument(
         "--max-body-bytes", type=integer_in_range(1), default=limits.DEFAULT_MAX_BODY_BYTES,
-        help="largest /add_batch/ body accepted",
+        help="largest /add_batch/ body accepted, in bytes (1 or more)",
     )
     parser.add_argument(
         "--graceful-timeout", type=integer_in_range(0, 3600), default=limits.SHUTDOWN_GRACE_SECONDS,
         help="seconds a stop signal (SIGTERM, SIGINT) leaves requests in flight to finish (0..3600)",
     )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                        help="gunicorn's log level")
     parser.add_argument(
         "--worker-class", default=None,
         help=f"gunicorn worker class (default: {MEINHELD_WORKER} when meinheld imports, "
@@ -215,10 +219,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_unusable_worker_class(worker_class: str) -> None:
+    """An unknown or unimportable worker class is one line on stderr and exit status 2, before
+    gunicorn starts (gunicorn itself would print a traceback per worker, then give up)."""
+    from gunicorn.util import load_class
+
+    try:
+        load_class(worker_class)
+    except BaseException as error:  # load_class raises RuntimeError, ImportError, SystemExit...
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = lines[0].rstrip(":") if lines else type(error).__name__
+        print(messages.WORKER_CLASS_REFUSED.format(worker_class=worker_class, reason=reason),
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
-    worker_class = args.worker_class or default_worker_class()
+    worker_class = WORKER_ALIASES.get(args.worker_class, args.worker_class) \
+        or default_worker_class()
+    refuse_unusable_worker_class(worker_class)
     data_dir = args.data_dir
     if args.ephemeral:
         shm = Path("/dev/shm")
@@ -236,7 +257,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
         ephemeral=args.ephemeral,
         sync=args.sync,
         graceful_timeout=args.graceful_timeout,
-        worker_class=WORKER_ALIASES.get(worker_class, worker_class),
+        worker_class=worker_class,
     )
 
 
