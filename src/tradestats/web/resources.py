@@ -1,0 +1,112 @@
+"""The Falcon resources: each receives its collaborators, parses with inputs.py, calls the store."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import falcon
+
+from tradestats import (
+    DiskFullError,
+    InvalidPriceError,
+    NotEnoughDataError,
+    Store,
+    TooManySymbolsError,
+    limits,
+    messages,
+)
+from tradestats.web.errors import bad_request
+from tradestats.web.inputs import (
+    decode_json_body,
+    parse_batch,
+    read_bounded_body,
+    require_json_content_type,
+    strict_integer,
+)
+
+
+# --- the store, shared by the resources -----------------------------------------------------------
+
+class SerializedStore:
+    """A heap Store is not thread-safe and gunicorn's gthread worker calls us from threads, so
+    calls into it take a lock. A file store locks per symbol itself and its readers never wait:
+    no lock here. (Under meinheld, greenlets on one thread, the lock is never contended.)
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        in_heap = getattr(store, "path", None) is None
+        self._lock = threading.Lock() if in_heap else contextlib.nullcontext()
+
+    @property
+    def max_k(self) -> int:
+        return self.store.max_k
+
+    def add(self, symbol: str, values: list) -> None:
+        with self._lock:
+            self.store.add(symbol, values)
+
+    def stats(self, symbol: str, k: int):
+        with self._lock:
+            return self.store.stats(symbol, k)
+
+
+# --- resources ------------------------------------------------------------------------------------
+
+class AddBatchResource:
+    def __init__(self, store: SerializedStore, *, max_batch: int, max_body_bytes: int) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._max_body_bytes = max_body_bytes
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        require_json_content_type(req)
+        document = decode_json_body(req, read_bounded_body(req, self._max_body_bytes))
+        symbol, values = parse_batch(document, self._max_batch)
+        try:
+            self._store.add(symbol, values)
+        except InvalidPriceError as error:
+            bad_request(
+                messages.VALUE_INVALID.format(index=error.index, max_abs=limits.MAX_ABS_PRICE)
+            )
+        except TooManySymbolsError as error:
+            bad_request(messages.SYMBOL_LIMIT_REACHED.format(max_symbols=error.max_symbols))
+        except DiskFullError:
+            raise falcon.HTTPError(falcon.HTTP_507, description=messages.DISK_FULL) from None
+        resp.media = {"message": messages.BATCH_ADDED}
+
+
+class StatsResource:
+    def __init__(self, store: SerializedStore) -> None:
+        self._store = store
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        symbol = req.get_param("symbol")
+        if not symbol:
+            bad_request(messages.MISSING_SYMBOL)
+        k = self._window_exponent(req)
+        try:
+            stats = self._store.stats(symbol, k)
+        except KeyError:
+            bad_request(messages.SYMBOL_NOT_FOUND.format(symbol=symbol))
+        except NotEnoughDataError:
+            bad_request(messages.NOT_ENOUGH_DATA)
+        resp.media = {
+            "symbol": symbol,
+            "min": stats.min,
+            "max": stats.max,
+            "last": stats.last,
+            "avg": stats.avg,
+            "var": stats.var,
+        }
+
+    def _window_exponent(self, req: falcon.Request) -> int:
+        k = strict_integer(req, "k", 1, self._store.max_k)
+        if k is None:
+            bad_request(messages.INVALID_K)
+        return k
+
+
+class HealthResource:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": messages.HEALTH_OK}
