@@ -5,6 +5,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -472,3 +473,29 @@ def test_every_flag_states_its_default_or_range():
                  "--graceful-timeout", "--workers", "--data-dir"):
         help_text = text.split(flag, 2)[-1].split("\n  --", 1)[0]
         assert "default" in help_text or ".." in help_text, (flag, help_text)
+
+
+ACCESS_LINE = re.compile(r"(GET|POST) \S+ \d{3} [\d.]+ ms")
+
+
+def test_no_access_log_unless_asked(server):
+    assert server.request("GET", "/health").status == 200
+    assert not ACCESS_LINE.search(server.log)
+
+
+def test_json_logs_with_access_lines_and_the_start_up_line_at_warning(start_server):
+    server = start_server("--log-format", "json", "--access-log", "--log-level", "warning",
+                          "--max-k", "1")
+    symbol = fresh_symbol()
+    assert_added(post_batch(server, symbol, list(range(10))))
+    assert_error(get_stats(server, symbol, 2), 400, "Invalid k value")
+    stop_cleanly(server)
+    lines = [json.loads(line) for line in server.log.splitlines() if line.strip()]
+    assert all({"time", "level", "pid", "logger", "message"} <= set(line) for line in lines)
+    assert any(line["message"].startswith("tradestats ") and "worker class" in line["message"]
+               for line in lines)
+    access = [line for line in lines if line["logger"] == "tradestats.access"]
+    posts = [line for line in access if line["method"] == "POST"]
+    gets = [line for line in access if line["method"] == "GET" and "/stats/" in line["path"]]
+    assert posts and posts[-1]["status"] == 200 and posts[-1]["path"] == "/add_batch/"
+    assert gets and gets[-1]["status"] == 400 and 0 <= gets[-1]["ms"] < 1000

@@ -54,6 +54,7 @@ HTTP_ERROR_FALLBACK = "{title}"
 HEALTH_OK = "ok"
 
 # --- tradestats-serve (command line and logs) -----------------------------------------------------
+ACCESS_LINE = "{method} {path} {status} {ms} ms"
 WORKER_CLASS_REFUSED = "tradestats-serve: --worker-class {worker_class}: cannot be loaded ({reason})"
 ARGUMENT_OUT_OF_RANGE = "must be an integer from {low} to {high}, got {value!r}"
 STARTUP = (

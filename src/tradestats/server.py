@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import shutil
 import sys
@@ -18,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from gunicorn.app.base import BaseApplication
 
-from tradestats import Store, StoreFormatError, __version__, limits, messages
+from tradestats import Store, StoreFormatError, __version__, limits, logs, messages
 from tradestats.engine import symbol_file_size
 
 #: gunicorn's workers with tradestats' fixes (see workers/); the stock names are mapped to them.
@@ -56,6 +57,8 @@ class ServeSettings:
     ephemeral: bool = False
     sync: bool = False
     graceful_timeout: int = limits.SHUTDOWN_GRACE_SECONDS
+    access_log: bool = False
+    log_format: str = "text"
 
     def open_store(self) -> Store:
         return Store(max_symbols=self.max_symbols, max_k=self.max_k, path=self.data_dir,
@@ -190,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                         help="gunicorn's log level")
+    parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default="text",
+                        help="text lines, or one JSON object per line")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log one line per request with its latency (off by default)")
     parser.add_argument(
         "--worker-class", default=None,
         help=f"gunicorn worker class (default: {MEINHELD_WORKER} when meinheld imports, "
@@ -257,6 +264,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
         ephemeral=args.ephemeral,
         sync=args.sync,
         graceful_timeout=args.graceful_timeout,
+        access_log=args.access_log,
+        log_format=args.log_format,
         worker_class=worker_class,
     )
 
@@ -276,8 +285,10 @@ class TradestatsApplication(BaseApplication):
 
         def when_ready(arbiter: Any) -> None:
             bound = ", ".join(str(listener) for listener in arbiter.LISTENERS) or settings.bind
-            arbiter.log.info(startup_message(settings, bound))
-            arbiter.log.info(store_message(settings, opened))
+            # Shown at any --log-level: operators want the configuration even when warnings only.
+            level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
+            arbiter.log.log(level, startup_message(settings, bound))
+            arbiter.log.log(level, store_message(settings, opened))
             if settings.worker_class == FALLBACK_WORKER and not meinheld_importable():
                 arbiter.log.info(messages.MEINHELD_FALLBACK.format(worker_class=FALLBACK_WORKER))
 
@@ -289,6 +300,7 @@ class TradestatsApplication(BaseApplication):
             # A stop signal lets requests in flight finish for this long, then the master kills.
             "graceful_timeout": settings.graceful_timeout,
             "loglevel": settings.log_level,
+            "logger_class": "tradestats.logs.Logger",
             "proc_name": "tradestats",
             "when_ready": when_ready,
             # gunicorn >= 25.1 opens a control socket by default; it could add workers at run time
@@ -309,11 +321,13 @@ class TradestatsApplication(BaseApplication):
             settings.open_store(),
             max_batch=settings.max_batch,
             max_body_bytes=settings.max_body_bytes,
+            access_log=settings.access_log,
         )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
+    logs.Logger.log_format = settings.log_format  # the workers inherit it at fork
     try:
         try:
             opened = open_and_recover(settings)

@@ -10,6 +10,7 @@ import orjson
 from falcon import media
 
 from tradestats import Store, limits
+from tradestats.web.access_log import AccessLog
 from tradestats.web.errors import serialize_error
 from tradestats.web.resources import (
     AddBatchResource,
@@ -32,6 +33,7 @@ def create_app(
     max_symbols: int = limits.DEFAULT_MAX_SYMBOLS,
     max_batch: int = limits.DEFAULT_MAX_BATCH,
     max_body_bytes: int = limits.DEFAULT_MAX_BODY_BYTES,
+    access_log: bool = False,
 ) -> falcon.App:
     """The WSGI application over ``store``.
 
@@ -42,7 +44,8 @@ def create_app(
         store = Store(max_symbols=max_symbols, max_k=max_k)
     shared_store = SerializedStore(store)
 
-    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    app = falcon.App(media_type=falcon.MEDIA_JSON,
+                     middleware=[AccessLog()] if access_log else [])
     app.req_options.media_handlers[falcon.MEDIA_JSON] = JSON_HANDLER
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = JSON_HANDLER
     app.set_error_serializer(serialize_error)
