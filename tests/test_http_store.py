@@ -186,3 +186,51 @@ def test_an_ephemeral_store_is_removed_at_stop(tmp_path):
     finally:
         stop_cleanly(server)
     assert not Path(data_dir).exists()
+
+
+def scrape(server) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reply = server.request("GET", "/metrics")
+    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(reply.body.decode())
+            for sample in family.samples}
+
+
+def test_metrics_count_every_worker_once_and_survive_a_worker_kill(worker_class, tmp_path):
+    server = ServerProcess(worker_class, TWO_WORKERS, tmp_path / "serve.log")
+    try:
+        sizes = [1 + (n * 37) % 400 for n in range(40)]
+        count = 0
+        for size in sizes:
+            assert_added(post_batch(server, "M", unique_stream(count, count + size)))
+            count += size
+        for _ in range(7):
+            assert_error(get_stats(server, "NOPE", 1), 400, "Symbol NOPE not found")
+        post_route = (("method", "POST"), ("route", "/add_batch/"), ("status", "200"))
+        expected = {
+            ("tradestats_batches_ingested_total", ()): len(sizes),
+            ("tradestats_prices_ingested_total", ()): count,
+            ("tradestats_http_requests_total", post_route): len(sizes),
+            ("tradestats_http_requests_total",
+             (("method", "GET"), ("route", "/stats/"), ("status", "400"))): 7,
+            ("tradestats_http_request_duration_seconds_count",
+             (("method", "POST"), ("route", "/add_batch/"))): len(sizes),
+            ("tradestats_symbols", ()): 1,
+            ("tradestats_prices_held", ()): min(count, 1000),
+            ("tradestats_prices_received_total", ()): count,
+        }
+        first = scrape(server)
+        assert {key: first.get(key) for key in expected} == expected
+        os.kill(server.worker_pids()[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+                len(server.worker_pids()) == 2 and server.all_workers_up()):
+            time.sleep(0.1)
+        time.sleep(1.0)   # the replacement worker boots
+        for _ in range(4):  # whichever worker answers, the counts are the same
+            again = scrape(server)
+            assert {key: again.get(key) for key in expected} == expected
+    finally:
+        stop_cleanly(server)

@@ -492,3 +492,21 @@ class EngineBug:
 def test_unexpected_failure_is_a_json_500():
     client = testing.TestClient(create_app(EngineBug()))
     assert_error(get_stats(client, "X", 1), 500, messages.INTERNAL_ERROR)
+
+
+def test_metrics_in_one_process(client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert_added(post_batch(client, "AAPL", list(range(25))))
+    assert_added(post_batch(client, "MSFT", [1.0, 2.0]))
+    client.simulate_get("/nope")
+    result = client.simulate_get("/metrics")
+    assert result.status_code == 200 and result.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(result.text) for s in family.samples}
+    assert samples[("tradestats_batches_ingested_total", ())] == 2
+    assert samples[("tradestats_prices_ingested_total", ())] == 27
+    assert samples[("tradestats_symbols", ())] == 2
+    assert samples[("tradestats_prices_held", ())] == min(25, 10**MAX_K) + 2
+    assert samples[("tradestats_http_requests_total",
+                    (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1

@@ -303,6 +303,7 @@ class TradestatsApplication(BaseApplication):
             "logger_class": "tradestats.logs.Logger",
             "proc_name": "tradestats",
             "when_ready": when_ready,
+            "child_exit": forget_dead_worker_gauges,
             # gunicorn >= 25.1 opens a control socket by default; it could add workers at run time
             # (and two servers would fight over its one path).
             "control_socket_disable": True,
@@ -325,9 +326,33 @@ class TradestatsApplication(BaseApplication):
         )
 
 
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def forget_dead_worker_gauges(arbiter: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook: a dead worker's live gauges must not be summed any more
+    (its counters stay, so nothing it counted is lost)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def metrics_directory() -> tuple[Path, bool]:
+    """Where the workers' metrics live (prometheus_client's multiprocess mode), set before any
+    worker imports prometheus_client; True if it is ours to remove at exit."""
+    given = os.environ.get(METRICS_DIR_VARIABLE)
+    if given:
+        return Path(given), False
+    shm = Path("/dev/shm")
+    made = Path(tempfile.mkdtemp(prefix="tradestats-metrics-", dir=shm if shm.is_dir() else None))
+    os.environ[METRICS_DIR_VARIABLE] = str(made)
+    return made, True
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
     logs.Logger.log_format = settings.log_format  # the workers inherit it at fork
+    metrics_dir, own_metrics_dir = metrics_directory()
     try:
         try:
             opened = open_and_recover(settings)
@@ -338,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         if settings.ephemeral:
             shutil.rmtree(settings.data_dir, ignore_errors=True)
+        if own_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from falcon import media
 from tradestats import Store, limits
 from tradestats.web.access_log import AccessLog
 from tradestats.web.errors import serialize_error
+from tradestats.web.metrics import Metrics, MetricsMiddleware, MetricsResource
 from tradestats.web.resources import (
     AddBatchResource,
     HealthResource,
@@ -43,14 +44,16 @@ def create_app(
     if store is None:
         store = Store(max_symbols=max_symbols, max_k=max_k)
     shared_store = SerializedStore(store)
+    metrics = Metrics(store)
 
-    app = falcon.App(media_type=falcon.MEDIA_JSON,
-                     middleware=[AccessLog()] if access_log else [])
+    middleware = [MetricsMiddleware(metrics)] + ([AccessLog()] if access_log else [])
+    app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = JSON_HANDLER
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = JSON_HANDLER
     app.set_error_serializer(serialize_error)
 
-    add_batch = AddBatchResource(shared_store, max_batch=max_batch, max_body_bytes=max_body_bytes)
+    add_batch = AddBatchResource(shared_store, max_batch=max_batch, max_body_bytes=max_body_bytes,
+                                 on_added=metrics.batch_added)
     stats = StatsResource(shared_store)
     # Existing clients call both spellings; both must stay the same endpoint.
     for path in ("/add_batch/", "/add_batch"):
@@ -58,4 +61,5 @@ def create_app(
     for path in ("/stats/", "/stats"):
         app.add_route(path, stats)
     app.add_route("/health", HealthResource())
+    app.add_route("/metrics", MetricsResource(metrics))
     return app

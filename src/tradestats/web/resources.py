@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Callable
 
 import falcon
 
@@ -54,10 +55,12 @@ class SerializedStore:
 # --- resources ------------------------------------------------------------------------------------
 
 class AddBatchResource:
-    def __init__(self, store: SerializedStore, *, max_batch: int, max_body_bytes: int) -> None:
+    def __init__(self, store: SerializedStore, *, max_batch: int, max_body_bytes: int,
+                 on_added: Callable[[int], None] = lambda count: None) -> None:
         self._store = store
         self._max_batch = max_batch
         self._max_body_bytes = max_body_bytes
+        self._on_added = on_added
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json_content_type(req)
@@ -73,6 +76,7 @@ class AddBatchResource:
             bad_request(messages.SYMBOL_LIMIT_REACHED.format(max_symbols=error.max_symbols))
         except DiskFullError:
             raise falcon.HTTPError(falcon.HTTP_507, description=messages.DISK_FULL) from None
+        self._on_added(len(values))
         resp.media = {"message": messages.BATCH_ADDED}
 
 
