@@ -11,8 +11,10 @@ from falcon import media
 
 from tradestats import Store, limits
 from tradestats.web.access_log import AccessLog
+from tradestats.web.docs import SWAGGER_UI_FILES, DocsResource, OpenApiResource
 from tradestats.web.errors import serialize_error
 from tradestats.web.metrics import Metrics, MetricsMiddleware, MetricsResource
+from tradestats.web.openapi import openapi_document
 from tradestats.web.resources import (
     AddBatchResource,
     HealthResource,
@@ -62,4 +64,9 @@ def create_app(
         app.add_route(path, stats)
     app.add_route("/health", HealthResource())
     app.add_route("/metrics", MetricsResource(metrics))
+    document = openapi_document(max_k=store.max_k, max_batch=max_batch,
+                                max_body_bytes=max_body_bytes)
+    app.add_route("/openapi.json", OpenApiResource(document))
+    app.add_route("/docs", DocsResource())
+    app.add_static_route("/docs/assets", str(SWAGGER_UI_FILES))
     return app

@@ -1,0 +1,133 @@
+"""GET /openapi.json: the contract (../shared/API.md) as OpenAPI 3.1, built from the code.
+
+One source of truth: limits and texts come from limits.py and messages.py, the k range from the
+store, the batch and body limits from the app's settings; tests/test_openapi.py checks that
+every route the app serves (and only those) is described, validates the document and fuzzes the
+app from it with schemathesis.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from tradestats import __version__, limits, messages
+
+JSON = "application/json"
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(description: str, schema_ref: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+
+
+def _text(description: str, media_type: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+def _add_batch(operation_id: str, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
+    return {"post": {
+        "summary": "Append prices to a symbol, oldest first (all or nothing)",
+        "operationId": operation_id,
+        "requestBody": {"required": True, "content": {JSON: {
+            "schema": {"$ref": "#/components/schemas/Batch"}}}},
+        "responses": {
+            "200": _json(messages.BATCH_ADDED, "Added"),
+            "400": _error("Invalid body, symbol or values; more values than the batch limit; "
+                          "a new symbol beyond the symbol limit. Nothing stored."),
+            "413": _error(f"Body larger than {max_body_bytes} bytes. Nothing stored."),
+            "415": _error("A Content-Type other than application/json. Nothing stored."),
+            "507": _error(messages.DISK_FULL),
+        },
+    }}
+
+
+def _stats(operation_id: str, max_k: int) -> dict[str, Any]:
+    return {"get": {
+        "summary": "min, max, last, avg and var (population) over the last 10**k prices",
+        "operationId": operation_id,
+        "parameters": [
+            {"name": "symbol", "in": "query", "required": True,
+             "schema": {"type": "string", "minLength": 1}},
+            {"name": "k", "in": "query", "required": True,
+             "description": "ASCII digits only; anything else is 'Invalid k value'",
+             "schema": {"type": "integer", "minimum": 1, "maximum": max_k}},
+        ],
+        "responses": {
+            "200": _json("Statistics of the window", "Stats"),
+            "400": _error(f"'{messages.INVALID_K}', '{messages.MISSING_SYMBOL}', "
+                          f"'{messages.SYMBOL_NOT_FOUND}' or '{messages.NOT_ENOUGH_DATA}'"),
+        },
+    }}
+
+
+def _health() -> dict[str, Any]:
+    answer = _json("The server is up", "Health")
+    return {"get": {"summary": "For load balancers and start-up probes", "operationId": "health",
+                    "responses": {"200": answer}},
+            "head": {"summary": "The same, without a body", "operationId": "health_head",
+                     "responses": {"200": {"description": "The server is up"}}}}
+
+
+def _page(operation_id: str, summary: str, response: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "operationId": operation_id,
+                    "responses": {"200": response}}}
+
+
+def _components(max_batch: int) -> dict[str, Any]:
+    number = {"type": "number", "minimum": -limits.MAX_ABS_PRICE,
+              "maximum": limits.MAX_ABS_PRICE}
+    return {"schemas": {
+        "Batch": {
+            "type": "object", "required": ["symbol", "values"],
+            "properties": {
+                "symbol": {"type": "string", "minLength": 1,
+                           "maxLength": limits.MAX_SYMBOL_LENGTH,
+                           "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$",
+                           "description": "Any Unicode but control characters; case-sensitive"},
+                "values": {"type": "array", "maxItems": max_batch, "items": number},
+            },
+            "description": "Unknown keys are ignored.",
+        },
+        "Added": {"type": "object", "required": ["message"], "additionalProperties": False,
+                  "properties": {"message": {"const": messages.BATCH_ADDED}}},
+        "Stats": {"type": "object", "additionalProperties": False,
+                  "required": ["symbol", "min", "max", "last", "avg", "var"],
+                  "properties": {"symbol": {"type": "string"},
+                                 "min": {"type": "number"}, "max": {"type": "number"},
+                                 "last": {"type": "number"}, "avg": {"type": "number"},
+                                 "var": {"type": "number", "minimum": 0}}},
+        "Health": {"type": "object", "required": ["status"], "additionalProperties": False,
+                   "properties": {"status": {"const": messages.HEALTH_OK}}},
+        "Error": {"type": "object", "required": ["detail"], "additionalProperties": False,
+                  "properties": {"detail": {"type": "string", "minLength": 1}}},
+    }}
+
+
+def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tradestats", "version": __version__,
+                 "description": "Rolling-window statistics over trading prices, in constant "
+                 "time. Every error is {\"detail\": \"...\"} JSON with a 4xx status (507 for "
+                 "a full disk)."},
+        "paths": {
+            # Existing clients call both spellings: both are the same endpoint.
+            "/add_batch/": _add_batch("add_batch", max_batch, max_body_bytes),
+            "/add_batch": _add_batch("add_batch_without_slash", max_batch, max_body_bytes),
+            "/stats/": _stats("stats", max_k),
+            "/stats": _stats("stats_without_slash", max_k),
+            "/health": _health(),
+            "/metrics": _page("metrics", "Prometheus text format",
+                              _text("Metrics", "text/plain")),
+            "/openapi.json": _page("openapi", "This document",
+                                   {"description": "OpenAPI 3.1",
+                                    "content": {JSON: {"schema": {"type": "object"}}}}),
+            "/docs": _page("docs", "Interactive documentation (Swagger UI, served locally)",
+                           _text("HTML page", "text/html")),
+        },
+        "components": _components(max_batch),
+    }
