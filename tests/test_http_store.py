@@ -234,3 +234,25 @@ def test_metrics_count_every_worker_once_and_survive_a_worker_kill(worker_class,
             assert {key: again.get(key) for key in expected} == expected
     finally:
         stop_cleanly(server)
+
+
+def test_a_worker_that_exits_leaves_the_shared_directories_alone(worker_class, tmp_path):
+    """A worker unwinds through tradestats-serve's main() when it exits: it must not remove the
+    ephemeral data or the metrics directory that the other workers still use."""
+    server = ServerProcess(worker_class, ("--ephemeral", *TWO_WORKERS), tmp_path / "serve.log")
+    try:
+        assert_added(post_batch(server, "E", unique_stream(0, 100)))
+        before = set(server.worker_pids())
+        os.kill(sorted(before)[0], signal.SIGTERM)   # a graceful exit of one worker
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+                set(server.worker_pids()) & before == before or len(server.worker_pids()) < 2):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        for _ in range(6):   # both workers, old and new, still read the data and count
+            check_symbol(server, "E", 100)
+            assert scrape(server)[("tradestats_batches_ingested_total", ())] == 1
+        assert_added(post_batch(server, "E", unique_stream(100, 110)))
+        check_symbol(server, "E", 110)
+    finally:
+        stop_cleanly(server)

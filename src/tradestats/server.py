@@ -353,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
     logs.Logger.log_format = settings.log_format  # the workers inherit it at fork
     metrics_dir, own_metrics_dir = metrics_directory()
+    master_pid = os.getpid()
     try:
         try:
             opened = open_and_recover(settings)
@@ -361,10 +362,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(2)
         TradestatsApplication(settings, opened).run()
     finally:
-        if settings.ephemeral:
-            shutil.rmtree(settings.data_dir, ignore_errors=True)
-        if own_metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        # Workers are forks of this call and unwind through it when they exit: only the
+        # master, once every worker is gone, may remove what they all share.
+        if os.getpid() == master_pid:
+            if settings.ephemeral:
+                shutil.rmtree(settings.data_dir, ignore_errors=True)
+            if own_metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
