@@ -20,6 +20,7 @@ BODY_NON_FINITE_NUMBER = (
     "Request body is not valid JSON: NaN, Infinity or an out-of-range number outside 'values'"
 )
 BODY_NOT_OBJECT = "Request body must be a JSON object with 'symbol' and 'values'"
+BODY_INCOMPLETE = "Request body is incomplete or its chunked framing is malformed ({reason}); nothing was stored"
 BODY_TOO_LARGE = "Request body is larger than the limit of {max_body_bytes} bytes"
 UNSUPPORTED_MEDIA_TYPE = "Unsupported Content-Type {content_type!r}: send application/json"
 

@@ -12,6 +12,12 @@ import falcon
 from tradestats import limits, messages
 from tradestats.web.errors import bad_request, content_too_large
 
+try:  # the server's own framing errors, raised while the body is read (gthread)
+    from gunicorn.http.errors import NoMoreData, ParseException
+    BODY_READ_ERRORS: tuple = (ParseException, NoMoreData, OSError, ValueError)
+except ImportError:  # not under gunicorn
+    BODY_READ_ERRORS = (OSError, ValueError)
+
 # Unicode category Cc is exactly C0, DEL and C1. Unpaired surrogates (Cs) can only arrive through
 # the stdlib fallback parser, and could not be encoded in a reply.
 _FORBIDDEN_SYMBOL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -31,14 +37,25 @@ def require_json_content_type(req: falcon.Request) -> None:
 
 
 def read_bounded_body(req: falcon.Request, max_body_bytes: int) -> bytes:
-    """The body, never reading more than ``max_body_bytes + 1`` bytes of it."""
+    """The whole body, never reading more than ``max_body_bytes + 1`` bytes of it.
+
+    A body that ends before its declared length (the client went away) or whose chunked framing
+    is broken is a 400: a batch is stored only when all of it arrived.
+    """
     declared_length = req.content_length
-    if declared_length is not None:
-        if declared_length > max_body_bytes:
-            content_too_large(max_body_bytes)  # refused before a byte of it is read
-        return req.bounded_stream.read()
-    # Chunked or unannounced length: one byte past the limit proves the body too large.
-    body = req.stream.read(max_body_bytes + 1)
+    if declared_length is not None and declared_length > max_body_bytes:
+        content_too_large(max_body_bytes)  # refused before a byte of it is read
+    try:
+        if declared_length is not None:
+            body = req.bounded_stream.read()
+        else:
+            # Chunked or unannounced length: one byte past the limit proves the body too large.
+            body = req.stream.read(max_body_bytes + 1)
+    except BODY_READ_ERRORS as error:
+        bad_request(messages.BODY_INCOMPLETE.format(reason=error.__class__.__name__))
+    if declared_length is not None and len(body) != declared_length:
+        bad_request(messages.BODY_INCOMPLETE.format(
+            reason=f"{len(body)} of {declared_length} bytes arrived"))
     if len(body) > max_body_bytes:
         content_too_large(max_body_bytes)
     return body

@@ -21,6 +21,7 @@ import time
 
 from gunicorn.workers import gthread
 
+from tradestats.workers import json_errors
 from tradestats.workers.lifecycle import die_with_master
 
 #: After the graceful phase, how long pool threads still in a request may take to finish.
@@ -30,6 +31,7 @@ STRAGGLER_SECONDS = 1.0
 class ThreadWorker(gthread.ThreadWorker):
     def init_process(self) -> None:
         die_with_master(self.ppid)
+        json_errors.install()
         super().init_process()
 
     def handle_quit(self, sig, frame) -> None:
