@@ -714,7 +714,8 @@ def make_store(request, tmp_path):
     def make(max_symbols, max_k):
         if request.param == "heap":
             return Store(max_symbols=max_symbols, max_k=max_k)
-        return Store(max_symbols=max_symbols, max_k=max_k, path=tmp_path / "store")
+        # A small batch limit is a small ring slack: the file's ring wraps every few batches.
+        return Store(max_symbols=max_symbols, max_k=max_k, path=tmp_path / "store", max_batch=50)
     return make
 
 
@@ -883,3 +884,23 @@ def test_memory_per_price_monotone_1e8(direction):
     assert per_price <= 17
     for k in range(1, 9):
         check_stats(s.stats(k), _monotone_window(direction, total, total, 10 ** k), f"k={k}")
+
+
+def test_prices_and_last_match_the_stream(make_store):
+    """prices(n) copies out of the ring (in a file store, across its wrap and slack)."""
+    store = make_store(max_symbols=1, max_k=2)
+    store.add("A", [])
+    assert store["A"].last is None and len(store["A"].prices(5)) == 0
+    rng = np.random.default_rng(4)
+    stream: list[float] = []
+    for _ in range(60):
+        batch = rng.normal(100, 5, int(rng.integers(1, 40))).tolist()
+        store.add("A", batch)
+        stream.extend(batch)
+        for n in (1, 3, 99, 100, 101, 10_000):
+            got = store["A"].prices(n)
+            assert isinstance(got, array.array) and got.typecode == "d"
+            assert got.tolist() == stream[-min(n, len(stream), 100):]
+        assert store["A"].last == stream[-1]
+    with pytest.raises(ValueError):
+        store["A"].prices(0)

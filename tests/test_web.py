@@ -510,3 +510,41 @@ def test_metrics_in_one_process(client):
     assert samples[("tradestats_prices_held", ())] == min(25, 10**MAX_K) + 2
     assert samples[("tradestats_http_requests_total",
                     (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1
+
+
+def test_symbols_lists_every_symbol_sorted_with_count_and_last(client):
+    model = {"MSFT": [1.5, 2.5], "AAPL": [float(n) for n in range(1500)], "EUR/USD": []}
+    for symbol, values in model.items():
+        for start in range(0, max(len(values), 1), 700):
+            assert_added(post_batch(client, symbol, values[start:start + 700]))
+    result = client.simulate_get("/symbols")
+    assert result.status_code == 200
+    assert result.json == {"symbols": [
+        {"symbol": symbol, "count": len(model[symbol]),
+         "last": model[symbol][-1] if model[symbol] else None} for symbol in sorted(model)]}
+
+
+@pytest.mark.parametrize("n", [1, 7, 10**MAX_K, 10**MAX_K + 1, limits.MAX_PRICES_PER_REQUEST])
+@pytest.mark.parametrize("path", ["/prices/", "/prices"])
+def test_prices_are_the_last_n_oldest_first(client, n, path):
+    values = [float(x) * 1.5 for x in range(10**MAX_K + 37)]
+    for start in range(0, len(values), 900):
+        assert_added(post_batch(client, "P", values[start:start + 900]))
+    result = client.simulate_get(path, params={"symbol": "P", "n": str(n)})
+    assert result.status_code == 200
+    held = values[-(10**MAX_K):]   # the ring keeps the largest window
+    assert result.json == {"symbol": "P", "prices": held[-min(n, len(held)):]}
+
+
+@pytest.mark.parametrize("query", ["symbol=P&n=0", "symbol=P&n=10001", "symbol=P&n=1.0",
+                                   "symbol=P&n=%201", "symbol=P&n=-1", "symbol=P", "symbol=P&n="])
+def test_prices_invalid_n(client, query):
+    assert_added(post_batch(client, "P", [1.0, 2.0]))
+    assert_error(client.simulate_get("/prices/", query_string=query), 400, "Invalid n value")
+
+
+@pytest.mark.parametrize(("query", "detail"), [("n=3", "Missing symbol"),
+                                               ("symbol=&n=3", "Missing symbol"),
+                                               ("symbol=NOPE&n=3", "Symbol NOPE not found")])
+def test_prices_symbol_errors(client, query, detail):
+    assert_error(client.simulate_get("/prices/", query_string=query), 400, detail)

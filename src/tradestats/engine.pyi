@@ -68,6 +68,11 @@ class SymbolStats:
     @property
     def recoveries(self) -> int:
         """Torn batches rolled back in this symbol's file (0 in the heap)."""
+    @property
+    def last(self) -> Optional[float]:
+        """The most recent price, or None before the first."""
+    def prices(self, n: int) -> "array[float]":
+        """The last n prices (fewer if fewer are held), oldest first, in one copy."""
     def recover(self) -> bool:
         """Roll back a torn batch now if there is one; True if there was."""
     @property

@@ -457,6 +457,15 @@ def _open_symbol_file(path, bytes symbol, int max_k, int64_t slack, bint sync):
     return stats
 
 
+cdef void copy_last_prices(const double* ring, int64_t count, int64_t ring_size,
+                           array out) noexcept:
+    """The len(out) prices before position count, oldest first, out of the ring."""
+    cdef int64_t n = len(out), start = (count - n) % ring_size if n else 0
+    cdef int64_t first = min(n, ring_size - start)
+    memcpy(out.data.as_doubles, ring + start, first * sizeof(double))
+    memcpy(out.data.as_doubles + first, ring, (n - first) * sizeof(double))
+
+
 cdef class SymbolStats:
     """One symbol's rolling store: min, max, last, avg and var over the last 10**k prices.
 
@@ -548,6 +557,44 @@ cdef class SymbolStats:
         result.min, result.max, result.last = snap.min[i], snap.max[i], snap.last
         result.avg, result.var = snap.avg[i], snap.var[i]
         return result
+
+    @property
+    def last(self):
+        """The most recent price, or None before the first."""
+        cdef Snapshot snap
+        if self.file is NULL:
+            return self.ring[newest_slot(self.h)] if self.h.count else None
+        self._snapshot(&snap)
+        return snap.last if snap.count else None
+
+    def prices(self, n):
+        """The last n prices (fewer if fewer are held), oldest first, as array('d'), in one copy."""
+        cdef int64_t wanted = integer_in_range("n", n, 1, INT_MAX)
+        cdef array out
+        cdef SymbolFile* f = self.file
+        cdef uint64_t g
+        cdef int attempt
+        if f is NULL:
+            out = clone(_DOUBLE_TEMPLATE, min(wanted, self.h.count, self.h.capacity), False)
+            copy_last_prices(self.ring, self.h.count, self.h.ring_size, out)
+            return out
+        for attempt in range(MAX_READ_TRIES):
+            g = ts_load_acquire(&f.generation)
+            out = clone(_DOUBLE_TEMPLATE, min(wanted, f.snapshot[g & 1].count, f.capacity), False)
+            copy_last_prices(self.ring, f.snapshot[g & 1].count, f.ring_size, out)
+            ts_fence_acquire()
+            if ts_load_relaxed(&f.generation) == g:
+                return out
+        with self._thread_lock:   # writers never paused: queue up with them
+            lock_file(self.fd, True)
+            try:
+                g = f.generation
+                out = clone(_DOUBLE_TEMPLATE, min(wanted, f.snapshot[g & 1].count, f.capacity),
+                            False)
+                copy_last_prices(self.ring, f.snapshot[g & 1].count, f.ring_size, out)
+            finally:
+                lock_file(self.fd, False)
+        return out
 
     def recover(self):
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""

@@ -22,3 +22,6 @@ SHUTDOWN_GRACE_SECONDS = 5
 #: tradestats-serve keeps its prices here unless told otherwise (--data-dir).
 DEFAULT_DATA_DIR = "tradestats-data"
 MAX_WORKERS = 256
+
+#: GET /prices/ returns at most this many prices.
+MAX_PRICES_PER_REQUEST = 10_000

@@ -18,8 +18,10 @@ from tradestats.web.openapi import openapi_document
 from tradestats.web.resources import (
     AddBatchResource,
     HealthResource,
+    PricesResource,
     SerializedStore,
     StatsResource,
+    SymbolsResource,
 )
 
 
@@ -62,6 +64,10 @@ def create_app(
         app.add_route(path, add_batch)
     for path in ("/stats/", "/stats"):
         app.add_route(path, stats)
+    app.add_route("/symbols", SymbolsResource(shared_store))
+    prices = PricesResource(shared_store)
+    for path in ("/prices/", "/prices"):
+        app.add_route(path, prices)
     app.add_route("/health", HealthResource())
     app.add_route("/metrics", MetricsResource(metrics))
     document = openapi_document(max_k=store.max_k, max_batch=max_batch,

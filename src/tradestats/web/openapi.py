@@ -64,6 +64,32 @@ def _stats(operation_id: str, max_k: int) -> dict[str, Any]:
     }}
 
 
+def _symbols() -> dict[str, Any]:
+    return {"get": {"summary": "Every symbol with its count and last price, sorted by symbol",
+                    "operationId": "symbols",
+                    "responses": {"200": _json("The symbols", "Symbols")}}}
+
+
+def _prices(operation_id: str) -> dict[str, Any]:
+    return {"get": {
+        "summary": "The last n prices of a symbol, oldest first (fewer if fewer are stored)",
+        "operationId": operation_id,
+        "parameters": [
+            {"name": "symbol", "in": "query", "required": True,
+             "schema": {"type": "string", "minLength": 1}},
+            {"name": "n", "in": "query", "required": True,
+             "description": "ASCII digits only; anything else is 'Invalid n value'",
+             "schema": {"type": "integer", "minimum": 1,
+                        "maximum": limits.MAX_PRICES_PER_REQUEST}},
+        ],
+        "responses": {
+            "200": _json("The prices", "Prices"),
+            "400": _error(f"'{messages.INVALID_N}', '{messages.MISSING_SYMBOL}' or "
+                          f"'{messages.SYMBOL_NOT_FOUND}'"),
+        },
+    }}
+
+
 def _health() -> dict[str, Any]:
     answer = _json("The server is up", "Health")
     return {"get": {"summary": "For load balancers and start-up probes", "operationId": "health",
@@ -100,6 +126,18 @@ def _components(max_batch: int) -> dict[str, Any]:
                                  "min": {"type": "number"}, "max": {"type": "number"},
                                  "last": {"type": "number"}, "avg": {"type": "number"},
                                  "var": {"type": "number", "minimum": 0}}},
+        "Symbols": {"type": "object", "required": ["symbols"], "additionalProperties": False,
+                    "properties": {"symbols": {"type": "array", "items": {
+                        "type": "object", "required": ["symbol", "count", "last"],
+                        "additionalProperties": False,
+                        "properties": {"symbol": {"type": "string"},
+                                       "count": {"type": "integer", "minimum": 0},
+                                       "last": {"type": ["number", "null"]}}}}}},
+        "Prices": {"type": "object", "required": ["symbol", "prices"],
+                   "additionalProperties": False,
+                   "properties": {"symbol": {"type": "string"},
+                                  "prices": {"type": "array", "items": {"type": "number"},
+                                             "maxItems": limits.MAX_PRICES_PER_REQUEST}}},
         "Health": {"type": "object", "required": ["status"], "additionalProperties": False,
                    "properties": {"status": {"const": messages.HEALTH_OK}}},
         "Error": {"type": "object", "required": ["detail"], "additionalProperties": False,
@@ -120,6 +158,9 @@ def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int) -> dict
             "/add_batch": _add_batch("add_batch_without_slash", max_batch, max_body_bytes),
             "/stats/": _stats("stats", max_k),
             "/stats": _stats("stats_without_slash", max_k),
+            "/symbols": _symbols(),
+            "/prices/": _prices("prices"),
+            "/prices": _prices("prices_without_slash"),
             "/health": _health(),
             "/metrics": _page("metrics", "Prometheus text format",
                               _text("Metrics", "text/plain")),

@@ -51,6 +51,16 @@ class SerializedStore:
         with self._lock:
             return self.store.stats(symbol, k)
 
+    def summary(self) -> list[dict]:
+        """Every symbol with its count and last price, sorted by symbol."""
+        with self._lock:
+            return [{"symbol": symbol, "count": len(self.store[symbol]),
+                     "last": self.store[symbol].last} for symbol in sorted(self.store)]
+
+    def prices(self, symbol: str, n: int) -> list[float]:
+        with self._lock:
+            return self.store[symbol].prices(n).tolist()
+
 
 # --- resources ------------------------------------------------------------------------------------
 
@@ -85,9 +95,7 @@ class StatsResource:
         self._store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        symbol = req.get_param("symbol")
-        if not symbol:
-            bad_request(messages.MISSING_SYMBOL)
+        symbol = required_symbol(req)
         k = self._window_exponent(req)
         try:
             stats = self._store.stats(symbol, k)
@@ -109,6 +117,37 @@ class StatsResource:
         if k is None:
             bad_request(messages.INVALID_K)
         return k
+
+
+def required_symbol(req: falcon.Request) -> str:
+    symbol = req.get_param("symbol")
+    if not symbol:
+        bad_request(messages.MISSING_SYMBOL)
+    return symbol
+
+
+class SymbolsResource:
+    def __init__(self, store: SerializedStore) -> None:
+        self._store = store
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"symbols": self._store.summary()}
+
+
+class PricesResource:
+    def __init__(self, store: SerializedStore) -> None:
+        self._store = store
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        symbol = required_symbol(req)
+        n = strict_integer(req, "n", 1, limits.MAX_PRICES_PER_REQUEST)
+        if n is None:
+            bad_request(messages.INVALID_N)
+        try:
+            prices = self._store.prices(symbol, n)
+        except KeyError:
+            bad_request(messages.SYMBOL_NOT_FOUND.format(symbol=symbol))
+        resp.media = {"symbol": symbol, "prices": prices}
 
 
 class HealthResource:
