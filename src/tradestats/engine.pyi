@@ -108,6 +108,10 @@ class Store:
         """Validate the whole batch, then create the symbol if new, then append."""
     def stats(self, symbol: str, k: int) -> Stats:
         """KeyError for an unknown symbol, else SymbolStats.stats(k)."""
+    def prices(self, symbol: str, n: int) -> "array[float]":
+        """KeyError for an unknown symbol, else SymbolStats.prices(n)."""
+    def symbols(self) -> list[dict]:
+        """[{"symbol", "count", "last"}, ...] sorted by symbol."""
     def __getitem__(self, symbol: str) -> SymbolStats: ...
     def __contains__(self, symbol: object) -> bool: ...
     def __len__(self) -> int: ...

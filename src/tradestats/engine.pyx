@@ -978,6 +978,15 @@ cdef class Store:
     def stats(self, symbol, k):
         return self[symbol].stats(k)
 
+    def prices(self, symbol, n):
+        """The last n prices of symbol, oldest first (KeyError for an unknown symbol)."""
+        return self[symbol].prices(n)
+
+    def symbols(self):
+        """Every symbol with its count and last price, sorted by symbol."""
+        return [{"symbol": symbol, "count": len(self[symbol]), "last": self[symbol].last}
+                for symbol in sorted(self)]
+
     def recover(self):
         """Open every symbol and roll back any torn batch; the symbols that had one."""
         return [symbol for symbol in self if self[symbol].recover()]

@@ -54,12 +54,11 @@ class SerializedStore:
     def summary(self) -> list[dict]:
         """Every symbol with its count and last price, sorted by symbol."""
         with self._lock:
-            return [{"symbol": symbol, "count": len(self.store[symbol]),
-                     "last": self.store[symbol].last} for symbol in sorted(self.store)]
+            return self.store.symbols()
 
     def prices(self, symbol: str, n: int) -> list[float]:
         with self._lock:
-            return self.store[symbol].prices(n).tolist()
+            return self.store.prices(symbol, n).tolist()
 
 
 # --- resources ------------------------------------------------------------------------------------
