@@ -3,7 +3,6 @@ file Store and tradestats.client.Client against a real server. They cannot drift
 from __future__ import annotations
 
 import math
-import time
 from array import array
 
 import numpy as np
