@@ -314,11 +314,8 @@ cdef inline int errno_value() noexcept:
 
 
 def _lock_fd(int fd):
+    """Lock the whole file behind fd; closing fd releases it (storage.py relies on that)."""
     lock_file(fd, True)
-
-
-def _unlock_fd(int fd):
-    lock_file(fd, False)
 
 
 cdef int64_t _crash_countdown = -1
@@ -457,13 +454,15 @@ def _open_symbol_file(path, bytes symbol, int max_k, int64_t slack, bint sync):
     return stats
 
 
-cdef void copy_last_prices(const double* ring, int64_t count, int64_t ring_size,
-                           array out) noexcept:
-    """The len(out) prices before position count, oldest first, out of the ring."""
-    cdef int64_t n = len(out), start = (count - n) % ring_size if n else 0
+cdef array last_prices(const double* ring, int64_t count, int64_t capacity, int64_t ring_size,
+                       int64_t wanted):
+    """The last min(wanted, count, capacity) prices before position count, oldest first."""
+    cdef int64_t n = min(wanted, count, capacity), start = (count - n) % ring_size if n else 0
     cdef int64_t first = min(n, ring_size - start)
+    cdef array out = clone(_DOUBLE_TEMPLATE, n, False)
     memcpy(out.data.as_doubles, ring + start, first * sizeof(double))
     memcpy(out.data.as_doubles + first, ring, (n - first) * sizeof(double))
+    return out
 
 
 cdef class SymbolStats:
@@ -575,26 +574,20 @@ cdef class SymbolStats:
         cdef uint64_t g
         cdef int attempt
         if f is NULL:
-            out = clone(_DOUBLE_TEMPLATE, min(wanted, self.h.count, self.h.capacity), False)
-            copy_last_prices(self.ring, self.h.count, self.h.ring_size, out)
-            return out
-        for attempt in range(MAX_READ_TRIES):
+            return last_prices(self.ring, self.h.count, self.h.capacity, self.h.ring_size, wanted)
+        for attempt in range(MAX_READ_TRIES):   # the seqlock of _read_snapshot, over the ring
             g = ts_load_acquire(&f.generation)
-            out = clone(_DOUBLE_TEMPLATE, min(wanted, f.snapshot[g & 1].count, f.capacity), False)
-            copy_last_prices(self.ring, f.snapshot[g & 1].count, f.ring_size, out)
+            out = last_prices(self.ring, f.snapshot[g & 1].count, f.capacity, f.ring_size, wanted)
             ts_fence_acquire()
             if ts_load_relaxed(&f.generation) == g:
                 return out
         with self._thread_lock:   # writers never paused: queue up with them
             lock_file(self.fd, True)
             try:
-                g = f.generation
-                out = clone(_DOUBLE_TEMPLATE, min(wanted, f.snapshot[g & 1].count, f.capacity),
-                            False)
-                copy_last_prices(self.ring, f.snapshot[g & 1].count, f.ring_size, out)
+                return last_prices(self.ring, f.snapshot[f.generation & 1].count, f.capacity,
+                                   f.ring_size, wanted)
             finally:
                 lock_file(self.fd, False)
-        return out
 
     def recover(self):
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""

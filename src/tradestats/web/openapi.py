@@ -45,17 +45,24 @@ def _add_batch(operation_id: str, max_batch: int, max_body_bytes: int) -> dict[s
     }}
 
 
+def _symbol_parameter() -> dict[str, Any]:
+    return {"name": "symbol", "in": "query", "required": True,
+            "schema": {"type": "string", "minLength": 1}}
+
+
+def _digits_parameter(name: str, maximum: int, invalid: str) -> dict[str, Any]:
+    """An integer query parameter as strict_integer reads it."""
+    return {"name": name, "in": "query", "required": True,
+            "description": f"ASCII digits only; anything else is '{invalid}'",
+            "schema": {"type": "integer", "minimum": 1, "maximum": maximum}}
+
+
 def _stats(operation_id: str, max_k: int) -> dict[str, Any]:
     return {"get": {
         "summary": "min, max, last, avg and var (population) over the last 10**k prices",
         "operationId": operation_id,
-        "parameters": [
-            {"name": "symbol", "in": "query", "required": True,
-             "schema": {"type": "string", "minLength": 1}},
-            {"name": "k", "in": "query", "required": True,
-             "description": "ASCII digits only; anything else is 'Invalid k value'",
-             "schema": {"type": "integer", "minimum": 1, "maximum": max_k}},
-        ],
+        "parameters": [_symbol_parameter(),
+                       _digits_parameter("k", max_k, messages.INVALID_K)],
         "responses": {
             "200": _json("Statistics of the window", "Stats"),
             "400": _error(f"'{messages.INVALID_K}', '{messages.MISSING_SYMBOL}', "
@@ -74,14 +81,8 @@ def _prices(operation_id: str) -> dict[str, Any]:
     return {"get": {
         "summary": "The last n prices of a symbol, oldest first (fewer if fewer are stored)",
         "operationId": operation_id,
-        "parameters": [
-            {"name": "symbol", "in": "query", "required": True,
-             "schema": {"type": "string", "minLength": 1}},
-            {"name": "n", "in": "query", "required": True,
-             "description": "ASCII digits only; anything else is 'Invalid n value'",
-             "schema": {"type": "integer", "minimum": 1,
-                        "maximum": limits.MAX_PRICES_PER_REQUEST}},
-        ],
+        "parameters": [_symbol_parameter(),
+                       _digits_parameter("n", limits.MAX_PRICES_PER_REQUEST, messages.INVALID_N)],
         "responses": {
             "200": _json("The prices", "Prices"),
             "400": _error(f"'{messages.INVALID_N}', '{messages.MISSING_SYMBOL}' or "
