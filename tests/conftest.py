@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tradestats.server import FALLBACK_WORKER, MEINHELD_WORKER, meinheld_importable
+from tradestats.server import GTHREAD_WORKER, MEINHELD_WORKER, meinheld_importable
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
@@ -29,7 +29,7 @@ WORKER_CLASSES = [
         id="meinheld",
         marks=pytest.mark.skipif(not meinheld_importable(), reason="meinheld is not installed"),
     ),
-    pytest.param(FALLBACK_WORKER, id="gthread"),
+    pytest.param(GTHREAD_WORKER, id="gthread"),
 ]
 
 
@@ -66,7 +66,7 @@ class ServerProcess:
 
     def __init__(
         self, worker_class: str | None, args: tuple[str, ...], log_path: Path, env=None,
-        port: int | None = None,
+        port: int | None = None, preexec_fn=None,
     ) -> None:
         """``worker_class`` None leaves the choice to the server. Unless ``args`` name one, the
         server keeps its data in a directory of its own beside its log (``data_dir``)."""
@@ -83,7 +83,7 @@ class ServerProcess:
             command += ["--worker-class", worker_class]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn
             )
         self._wait_until_healthy()
 

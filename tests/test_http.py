@@ -20,7 +20,7 @@ from conftest import SHARED_SERVER_ARGS, Reply, ServerProcess, serve_command, st
 import tradestats
 from tradestats import limits, messages
 from tradestats.server import (
-    FALLBACK_WORKER,
+    GTHREAD_WORKER,
     MEINHELD_WORKER,
     STOCK_MEINHELD_WORKER,
     default_worker_class,
@@ -397,10 +397,9 @@ def test_format_bytes(count, text):
     assert format_bytes(count) == text
 
 
-def test_default_worker_is_meinheld_when_importable():
-    expected = MEINHELD_WORKER if meinheld_importable() else FALLBACK_WORKER
-    assert default_worker_class() == expected
-    assert parse_settings([]).worker_class == expected
+def test_default_worker_is_the_hardened_gthread():
+    assert default_worker_class() == GTHREAD_WORKER
+    assert parse_settings([]).worker_class == GTHREAD_WORKER
 
 
 @pytest.mark.parametrize("name", ["meinheld", STOCK_MEINHELD_WORKER])
@@ -408,22 +407,19 @@ def test_meinheld_names_mean_the_fixed_worker(name):
     assert parse_settings(["--worker-class", name]).worker_class == MEINHELD_WORKER
 
 
-def test_without_meinheld_the_server_falls_back_to_gthread(tmp_path):
-    """A module named meinheld that fails to import stands in for a failed meinheld build."""
-    shadow = tmp_path / "shadow"
-    shadow.mkdir()
-    (shadow / "meinheld.py").write_text("raise ImportError('meinheld did not build')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(shadow), os.environ.get("PYTHONPATH")]))}
-    server = ServerProcess(None, SHARED_SERVER_ARGS, tmp_path / "serve.log", env=env)
+@pytest.mark.skipif(not meinheld_importable(), reason="meinheld is not installed")
+def test_choosing_meinheld_logs_its_risks_loudly(tmp_path):
+    server = ServerProcess(MEINHELD_WORKER, SHARED_SERVER_ARGS, tmp_path / "serve.log")
     try:
-        symbol = fresh_symbol()
-        assert_added(post_batch(server, symbol, list(range(10))))
-        assert_stats_match(get_stats(server, symbol, 1), symbol, list(range(10)), 1)
-        assert f"worker class {FALLBACK_WORKER}," in server.log
-        assert messages.MEINHELD_FALLBACK.format(worker_class=FALLBACK_WORKER) in server.log
+        assert "[WARNING] " + messages.MEINHELD_RISKS in server.log
     finally:
         stop_cleanly(server)
+    default = ServerProcess(None, SHARED_SERVER_ARGS, tmp_path / "default.log")
+    try:
+        assert f"worker class {GTHREAD_WORKER}," in default.log
+        assert messages.MEINHELD_RISKS not in default.log
+    finally:
+        stop_cleanly(default)
 
 
 @pytest.mark.parametrize("command", [serve_command(), [sys.executable, "-m", "tradestats"]],

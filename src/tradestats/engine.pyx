@@ -13,6 +13,7 @@ import threading
 from cpython.array cimport array, clone
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.errno cimport ENOMEM
 from libc.limits cimport INT_MAX
 from libc.math cimport fabs, isfinite, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
@@ -313,6 +314,14 @@ cdef inline int errno_value() noexcept:
     return errno
 
 
+def raise_map_failed(path):
+    """An address-space or memory limit is a MemoryError, as for the heap store; else OSError."""
+    cdef int code = errno_value()
+    if code == ENOMEM:
+        raise MemoryError(f"cannot map {path}: {os.strerror(code)}")
+    raise OSError(code, f"cannot map {path}", str(path))
+
+
 def _lock_fd(int fd):
     """Lock the whole file behind fd; closing fd releases it (storage.py relies on that)."""
     lock_file(fd, True)
@@ -372,7 +381,7 @@ def _format_symbol_file(int fd, bytes symbol, int max_k, int64_t slack, path):
     reserve(fd, 0, plan.header_bytes, path)
     mapped = mmap(NULL, plan.header_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
     if mapped == MAP_FAILED:
-        raise OSError(errno_value(), f"cannot map {path}", str(path))
+        raise_map_failed(path)
     f = <SymbolFile*>mapped
     memcpy(f, &plan, sizeof(SymbolFile))
     memcpy(f.magic, FILE_MAGIC, 8)
@@ -442,7 +451,7 @@ def _open_symbol_file(path, bytes symbol, int max_k, int64_t slack, bint sync):
             raise StoreFormatError(path, f"truncated: {size} bytes, shorter than its header")
         mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         if mapped == MAP_FAILED:
-            raise OSError(errno_value(), f"cannot map {path}", str(path))
+            raise_map_failed(path)
         problem = layout_problem(<SymbolFile*>mapped, size, symbol, max_k, slack)
         if problem is not None:
             munmap(mapped, size)

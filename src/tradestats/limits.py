@@ -25,3 +25,18 @@ MAX_WORKERS = 256
 
 #: GET /prices/ returns at most this many prices.
 MAX_PRICES_PER_REQUEST = 10_000
+
+#: A request must arrive whole within this many seconds of its first byte (a new connection's:
+#: of the connect), else 408 and the connection is closed. Until then it costs a buffer, not a
+#: thread (workers/gthread.py).
+REQUEST_READ_SECONDS = 10
+
+#: One send to a client that stopped reading gives up after this many seconds.
+SEND_TIMEOUT_SECONDS = 10
+
+#: A worker serves at most this many connections at once (gunicorn's worker_connections); the
+#: open-file limit usually binds first, and running out of descriptors is answered 503.
+MAX_CONNECTIONS_PER_WORKER = 10_000
+
+#: Retry-After, in seconds, on a 503 for exhausted memory or file descriptors.
+RETRY_AFTER_SECONDS = 1

@@ -50,6 +50,12 @@ VALUE_INVALID = (
 NOT_FOUND = "Path {path} not found"
 METHOD_NOT_ALLOWED = "Method {method} not allowed on {path}; allowed: {allowed}"
 INTERNAL_ERROR = "Internal server error"
+OUT_OF_MEMORY = "The server is out of memory for this request; nothing was stored, retry later"
+OUT_OF_CONNECTIONS = "The server has no file descriptor left for this connection; retry later"
+REQUEST_TIMEOUT = "The request did not arrive whole within {seconds} seconds"
+HEAD_TOO_LONG = "The request head is longer than {limit} bytes"
+HOST_MISSING = "An HTTP/1.1 request must carry a Host header"
+HTTP_VERSION_UNSUPPORTED = "{protocol} is not supported: send HTTP/1.1 or HTTP/1.0"
 HTTP_ERROR_FALLBACK = "{title}"
 
 # --- GET /health ----------------------------------------------------------------------------------
@@ -77,4 +83,10 @@ STORE_REFUSED = "tradestats-serve: cannot use the data directory: {error}"
 DISK_FULL = (
     "Insufficient storage: the disk holding the data is full; nothing of the batch was stored"
 )
-MEINHELD_FALLBACK = "meinheld is not importable here: using gunicorn's {worker_class} worker"
+MEINHELD_RISKS = (
+    "WARNING: the meinheld worker is not hardened against hostile clients: a chunked request with "
+    "a trailer crashes it (SIGSEGV), a CONNECT request poisons the next request, pipelined POSTs "
+    "are lost, it leaks file descriptors above worker_connections and accepts malformed requests. "
+    "meinheld is unmaintained since 2020. Use it only behind a proxy that normalises requests; "
+    "the default worker (gthread) has none of these faults"
+)

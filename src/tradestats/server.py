@@ -25,18 +25,18 @@ from tradestats.engine import symbol_file_size
 #: gunicorn's workers with tradestats' fixes (see workers/); the stock names are mapped to them.
 MEINHELD_WORKER = "tradestats.workers.meinheld.MeinheldWorker"
 STOCK_MEINHELD_WORKER = "meinheld.gmeinheld.MeinheldWorker"
-FALLBACK_WORKER = "tradestats.workers.gthread.ThreadWorker"
+GTHREAD_WORKER = "tradestats.workers.gthread.ThreadWorker"
 STOCK_GTHREAD_WORKER = "gunicorn.workers.gthread.ThreadWorker"
 WORKER_ALIASES = {
     "meinheld": MEINHELD_WORKER,
     STOCK_MEINHELD_WORKER: MEINHELD_WORKER,
-    "gthread": FALLBACK_WORKER,
-    STOCK_GTHREAD_WORKER: FALLBACK_WORKER,
+    "gthread": GTHREAD_WORKER,
+    STOCK_GTHREAD_WORKER: GTHREAD_WORKER,
 }
 
 
-#: gthread reads each request body on a pool thread; a few threads keep one slow uploader from
-#: stalling everybody else (the engine itself is serialised by a lock in the web layer).
+#: gthread's pool threads only ever serve requests that arrived whole (workers/gthread.py), so a
+#: few per worker are enough to overlap one request's I/O with another's work on 2 cores.
 GTHREAD_THREADS = 4
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -57,6 +57,7 @@ class ServeSettings:
     ephemeral: bool = False
     sync: bool = False
     graceful_timeout: int = limits.SHUTDOWN_GRACE_SECONDS
+    request_timeout: int = limits.REQUEST_READ_SECONDS
     access_log: bool = False
     log_format: str = "text"
 
@@ -79,7 +80,8 @@ def meinheld_importable() -> bool:
 
 
 def default_worker_class() -> str:
-    return MEINHELD_WORKER if meinheld_importable() else FALLBACK_WORKER
+    """gthread: the one worker that passes every hostile-client test (README, "Worker classes")."""
+    return GTHREAD_WORKER
 
 
 def worst_case_disk_bytes(max_k: int, max_symbols: int, max_batch: int) -> int:
@@ -191,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--graceful-timeout", type=integer_in_range(0, 3600), default=limits.SHUTDOWN_GRACE_SECONDS,
         help="seconds a stop signal (SIGTERM, SIGINT) leaves requests in flight to finish (0..3600)",
     )
+    parser.add_argument(
+        "--request-timeout", type=integer_in_range(1, 3600), default=limits.REQUEST_READ_SECONDS,
+        help="seconds a request may take to arrive whole, from its first byte (a new "
+        f"connection's: from the connect), else 408 (1..3600, default {limits.REQUEST_READ_SECONDS};"
+        " gthread only)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                         help="gunicorn's log level")
     parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default="text",
@@ -199,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log one line per request with its latency (off by default)")
     parser.add_argument(
         "--worker-class", default=None,
-        help=f"gunicorn worker class (default: {MEINHELD_WORKER} when meinheld imports, "
-        f"else {FALLBACK_WORKER}; 'meinheld' and {STOCK_MEINHELD_WORKER} mean the former, "
-        f"'gthread' and {STOCK_GTHREAD_WORKER} the latter)",
+        help=f"gunicorn worker class (default: 'gthread', i.e. {GTHREAD_WORKER}, also meant by "
+        f"{STOCK_GTHREAD_WORKER}; 'meinheld' or {STOCK_MEINHELD_WORKER} choose "
+        f"{MEINHELD_WORKER}: faster, but NOT safe against hostile clients, see the README)",
     )
     parser.add_argument(
         "--workers", type=integer_in_range(1, limits.MAX_WORKERS), default=os.cpu_count() or 1,
@@ -264,6 +272,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
         ephemeral=args.ephemeral,
         sync=args.sync,
         graceful_timeout=args.graceful_timeout,
+        request_timeout=args.request_timeout,
         access_log=args.access_log,
         log_format=args.log_format,
         worker_class=worker_class,
@@ -289,14 +298,15 @@ class TradestatsApplication(BaseApplication):
             level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
             arbiter.log.log(level, startup_message(settings, bound))
             arbiter.log.log(level, store_message(settings, opened))
-            if settings.worker_class == FALLBACK_WORKER and not meinheld_importable():
-                arbiter.log.info(messages.MEINHELD_FALLBACK.format(worker_class=FALLBACK_WORKER))
+            if settings.worker_class == MEINHELD_WORKER:
+                arbiter.log.warning(messages.MEINHELD_RISKS)
 
         return {
             "bind": settings.bind,
             "workers": settings.workers,
             "worker_class": settings.worker_class,
             "threads": GTHREAD_THREADS,
+            "worker_connections": limits.MAX_CONNECTIONS_PER_WORKER,
             # A stop signal lets requests in flight finish for this long, then the master kills.
             "graceful_timeout": settings.graceful_timeout,
             "loglevel": settings.log_level,

@@ -12,9 +12,10 @@ from falcon import media
 from tradestats import Store, limits
 from tradestats.web.access_log import AccessLog
 from tradestats.web.docs import SWAGGER_UI_FILES, DocsResource, OpenApiResource
-from tradestats.web.errors import serialize_error
+from tradestats.web.errors import out_of_resources, serialize_error
 from tradestats.web.metrics import Metrics, MetricsMiddleware, MetricsResource
 from tradestats.web.openapi import openapi_document
+from tradestats.web.protocol import ProtocolCheck
 from tradestats.web.resources import (
     AddBatchResource,
     HealthResource,
@@ -50,11 +51,15 @@ def create_app(
     shared_store = SerializedStore(store)
     metrics = Metrics(store)
 
-    middleware = [MetricsMiddleware(metrics)] + ([AccessLog()] if access_log else [])
+    middleware = [MetricsMiddleware(metrics), ProtocolCheck()]
+    if access_log:
+        middleware.append(AccessLog())
     app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = JSON_HANDLER
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = JSON_HANDLER
     app.set_error_serializer(serialize_error)
+    app.add_error_handler(MemoryError, out_of_resources)
+    app.add_error_handler(OSError, out_of_resources)
 
     add_batch = AddBatchResource(shared_store, max_batch=max_batch, max_body_bytes=max_body_bytes,
                                  on_added=metrics.batch_added)

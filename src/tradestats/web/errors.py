@@ -1,11 +1,18 @@
 """Every error the web layer answers is ``{"detail": ...}`` JSON (texts: messages.py)."""
 from __future__ import annotations
 
+import errno
+import logging
 from typing import NoReturn
 
 import falcon
 
-from tradestats import messages
+from tradestats import limits, messages
+
+#: OSErrors that mean the process ran out of something, not that the request was wrong.
+OUT_OF_RESOURCES = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOBUFS})
+
+log = logging.getLogger("tradestats.web")
 
 
 def bad_request(detail: str) -> NoReturn:
@@ -13,9 +20,31 @@ def bad_request(detail: str) -> NoReturn:
 
 
 def content_too_large(max_body_bytes: int) -> NoReturn:
+    # The rest of the body is never read: gunicorn's gthread worker then closes the connection
+    # (its drain of the unread body finds nothing more: workers/gthread.py).
     raise falcon.HTTPError(
         falcon.HTTP_413, description=messages.BODY_TOO_LARGE.format(max_body_bytes=max_body_bytes)
     )
+
+
+def out_of_resources(req: falcon.Request, resp: falcon.Response, error: Exception,
+                     params: dict) -> None:
+    """MemoryError, or an OSError for memory or descriptors: 503, retry later; else a 500.
+
+    The engine raises before it changes anything, so the batch is not stored and its symbol
+    keeps working once memory is back.
+    """
+    resp.content_type = falcon.MEDIA_JSON
+    if isinstance(error, MemoryError) or getattr(error, "errno", None) in OUT_OF_RESOURCES:
+        log.warning("%s %s: out of resources: %s", req.method, req.path, error)
+        resp.status = falcon.HTTP_503
+        resp.set_header("Retry-After", str(limits.RETRY_AFTER_SECONDS))
+        resp.media = {"detail": messages.OUT_OF_MEMORY if isinstance(error, MemoryError)
+                      or error.errno == errno.ENOMEM else messages.OUT_OF_CONNECTIONS}
+    else:
+        log.error("%s %s: unexpected error", req.method, req.path, exc_info=error)
+        resp.status = falcon.HTTP_500
+        resp.media = {"detail": messages.INTERNAL_ERROR}
 
 
 def error_detail(req: falcon.Request, error: falcon.HTTPError) -> str:

@@ -14,10 +14,16 @@ from gunicorn import util
 from tradestats import messages
 
 
-def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+def write_json_error(sock, status_int: int, reason: str, mesg: str, *,
+                     retry_after: int | None = None) -> None:
+    if status_int == 501:
+        # gunicorn's answer to an unknown Transfer-Encoding. The request is what is wrong, and
+        # a 5xx would tell monitoring (and retrying clients) that the server is.
+        status_int, reason = 400, "Bad Request"
     detail = mesg or (messages.INTERNAL_ERROR if status_int >= 500 else reason)
     body = orjson.dumps({"detail": detail})
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+    retry = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n{retry}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
