@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tradestats.server import GTHREAD_WORKER, MEINHELD_WORKER, meinheld_importable
+from tradestats.server import BUFFERED_WORKER, MEINHELD_WORKER, meinheld_importable
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
@@ -29,7 +29,7 @@ WORKER_CLASSES = [
         id="meinheld",
         marks=pytest.mark.skipif(not meinheld_importable(), reason="meinheld is not installed"),
     ),
-    pytest.param(GTHREAD_WORKER, id="gthread"),
+    pytest.param(BUFFERED_WORKER, id="buffered"),
 ]
 
 

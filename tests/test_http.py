@@ -20,7 +20,7 @@ from conftest import SHARED_SERVER_ARGS, Reply, ServerProcess, serve_command, st
 import tradestats
 from tradestats import limits, messages
 from tradestats.server import (
-    GTHREAD_WORKER,
+    BUFFERED_WORKER,
     MEINHELD_WORKER,
     STOCK_MEINHELD_WORKER,
     default_worker_class,
@@ -328,7 +328,7 @@ def test_unsupported_content_type(server, content_type):
     assert_error(get_stats(server, symbol, 1), 400, f"Symbol {symbol} not found")
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/stats/more", "/add_batch//"])
+@pytest.mark.parametrize("path", ["/nope", "/page", "/stats/more", "/add_batch//"])
 def test_unknown_path(server, path):
     assert path in error_detail(server.request("GET", path), 404)
 
@@ -398,8 +398,8 @@ def test_format_bytes(count, text):
 
 
 def test_default_worker_is_the_hardened_gthread():
-    assert default_worker_class() == GTHREAD_WORKER
-    assert parse_settings([]).worker_class == GTHREAD_WORKER
+    assert default_worker_class() == BUFFERED_WORKER
+    assert parse_settings([]).worker_class == BUFFERED_WORKER
 
 
 @pytest.mark.parametrize("name", ["meinheld", STOCK_MEINHELD_WORKER])
@@ -416,7 +416,7 @@ def test_choosing_meinheld_logs_its_risks_loudly(tmp_path):
         stop_cleanly(server)
     default = ServerProcess(None, SHARED_SERVER_ARGS, tmp_path / "default.log")
     try:
-        assert f"worker class {GTHREAD_WORKER}," in default.log
+        assert f"worker class {BUFFERED_WORKER}," in default.log
         assert messages.MEINHELD_RISKS not in default.log
     finally:
         stop_cleanly(default)
@@ -453,7 +453,7 @@ def test_version_flag():
     assert result.stdout == f"tradestats {tradestats.__version__}\n"
 
 
-@pytest.mark.parametrize("name", ["nope.Nope", "eventlet", "tradestats.workers.gthread.Missing"])
+@pytest.mark.parametrize("name", ["nope.Nope", "eventlet", "tradestats.workers.buffered.Missing"])
 def test_an_unusable_worker_class_is_one_line_and_status_2(name):
     result = subprocess.run([*serve_command(), "--port", "1", "--worker-class", name],
                             capture_output=True, text=True, timeout=30)

@@ -172,11 +172,26 @@ def usable_price(value) -> bool:
     return math.isfinite(price) and abs(price) <= 1e100
 
 
+def finite_json(value) -> bool:
+    """No NaN, Infinity or overflowing number: those are not JSON (RFC 8259)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(finite_json(item) for item in value)
+    if isinstance(value, dict):
+        return all(finite_json(item) for item in value.values())
+    return True
+
+
 def acceptable(document) -> bool:
-    """The contract's rule for a batch that must be stored (API.md; limits.py)."""
-    return (isinstance(document, dict) and document.get("symbol") in SYMBOLS
-            and isinstance(document.get("values"), list)
-            and all(usable_price(value) for value in document["values"]))
+    """The contract's rule for a batch that must be stored (API.md; limits.py): a JSON object
+    (a non-finite number is a bad price inside 'values', invalid JSON anywhere else)."""
+    if not isinstance(document, dict) or document.get("symbol") not in SYMBOLS:
+        return False
+    values = document.get("values")
+    rest = {key: value for key, value in document.items() if key != "values"}
+    return (isinstance(values, list) and finite_json(rest)
+            and all(usable_price(value) for value in values))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Stop signals stop the server, every time: a stress loop of start/signal cycles, CPU busy.
 
 A race in gunicorn's gthread quick shutdown hung about one SIGINT in four on a busy machine (see
-``tradestats/workers/gthread.py``), so one clean stop proves nothing: each case here runs many
+``tradestats/workers/buffered.py``), so one clean stop proves nothing: each case here runs many
 cycles while other processes keep both cores busy. ``TRADESTATS_STOP_CYCLES`` sets the cycles per
 case (CI runs the default; run hundreds by hand after touching workers, signals or sockets).
 """

@@ -462,7 +462,7 @@ def test_unsupported_content_type(client, store, content_type):
 # --- routing errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "path", ["/", "/nope", "/stats/extra", "/add_batch//", "/STATS/", "/health/x"]
+    "path", ["/nope", "/index.html", "/stats/extra", "/add_batch//", "/STATS/", "/health/x"]
 )
 def test_unknown_path(client, path):
     assert path in error_detail(client.simulate_get(path), 404)

@@ -28,7 +28,7 @@ MAX_PRICES_PER_REQUEST = 10_000
 
 #: A request must arrive whole within this many seconds of its first byte (a new connection's:
 #: of the connect), else 408 and the connection is closed. Until then it costs a buffer, not a
-#: thread (workers/gthread.py).
+#: thread (workers/buffered.py).
 REQUEST_READ_SECONDS = 10
 
 #: One send to a client that stopped reading gives up after this many seconds.

@@ -88,5 +88,5 @@ MEINHELD_RISKS = (
     "a trailer crashes it (SIGSEGV), a CONNECT request poisons the next request, pipelined POSTs "
     "are lost, it leaks file descriptors above worker_connections and accepts malformed requests. "
     "meinheld is unmaintained since 2020. Use it only behind a proxy that normalises requests; "
-    "the default worker (gthread) has none of these faults"
+    "the default (buffered) worker has none of these faults"
 )

@@ -25,19 +25,18 @@ from tradestats.engine import symbol_file_size
 #: gunicorn's workers with tradestats' fixes (see workers/); the stock names are mapped to them.
 MEINHELD_WORKER = "tradestats.workers.meinheld.MeinheldWorker"
 STOCK_MEINHELD_WORKER = "meinheld.gmeinheld.MeinheldWorker"
-GTHREAD_WORKER = "tradestats.workers.gthread.ThreadWorker"
+BUFFERED_WORKER = "tradestats.workers.buffered.BufferedWorker"
 STOCK_GTHREAD_WORKER = "gunicorn.workers.gthread.ThreadWorker"
 WORKER_ALIASES = {
+    "buffered": BUFFERED_WORKER,
     "meinheld": MEINHELD_WORKER,
     STOCK_MEINHELD_WORKER: MEINHELD_WORKER,
-    "gthread": GTHREAD_WORKER,
-    STOCK_GTHREAD_WORKER: GTHREAD_WORKER,
+    # gthread's loop is what the buffered worker is built on; its pool threads read requests
+    # with no deadline, so a few slow clients stall it (README, "Worker classes").
+    "gthread": BUFFERED_WORKER,
+    STOCK_GTHREAD_WORKER: BUFFERED_WORKER,
 }
 
-
-#: gthread's pool threads only ever serve requests that arrived whole (workers/gthread.py), so a
-#: few per worker are enough to overlap one request's I/O with another's work on 2 cores.
-GTHREAD_THREADS = 4
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -80,8 +79,8 @@ def meinheld_importable() -> bool:
 
 
 def default_worker_class() -> str:
-    """gthread: the one worker that passes every hostile-client test (README, "Worker classes")."""
-    return GTHREAD_WORKER
+    """The buffered worker: it passes every hostile-client test (README, "Worker classes")."""
+    return BUFFERED_WORKER
 
 
 def worst_case_disk_bytes(max_k: int, max_symbols: int, max_batch: int) -> int:
@@ -197,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--request-timeout", type=integer_in_range(1, 3600), default=limits.REQUEST_READ_SECONDS,
         help="seconds a request may take to arrive whole, from its first byte (a new "
         f"connection's: from the connect), else 408 (1..3600, default {limits.REQUEST_READ_SECONDS};"
-        " gthread only)",
+        " buffered worker only)",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                         help="gunicorn's log level")
@@ -207,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log one line per request with its latency (off by default)")
     parser.add_argument(
         "--worker-class", default=None,
-        help=f"gunicorn worker class (default: 'gthread', i.e. {GTHREAD_WORKER}, also meant by "
-        f"{STOCK_GTHREAD_WORKER}; 'meinheld' or {STOCK_MEINHELD_WORKER} choose "
-        f"{MEINHELD_WORKER}: faster, but NOT safe against hostile clients, see the README)",
+        help=f"gunicorn worker class (default: 'buffered', i.e. {BUFFERED_WORKER}, also chosen by "
+        f"'gthread' and {STOCK_GTHREAD_WORKER}; 'meinheld' or {STOCK_MEINHELD_WORKER} choose "
+        f"{MEINHELD_WORKER}: NOT safe against hostile clients, see the README)",
     )
     parser.add_argument(
         "--workers", type=integer_in_range(1, limits.MAX_WORKERS), default=os.cpu_count() or 1,
@@ -305,8 +304,12 @@ class TradestatsApplication(BaseApplication):
             "bind": settings.bind,
             "workers": settings.workers,
             "worker_class": settings.worker_class,
-            "threads": GTHREAD_THREADS,
             "worker_connections": limits.MAX_CONNECTIONS_PER_WORKER,
+            # tradestats reads no forwarding header: with none configured, trusting every peer
+            # trusts nothing, and spares gunicorn parsing the peer's address on every request.
+            "forwarded_allow_ips": "*",
+            "secure_scheme_headers": {},
+            "forwarder_headers": "",
             # A stop signal lets requests in flight finish for this long, then the master kills.
             "graceful_timeout": settings.graceful_timeout,
             "loglevel": settings.log_level,

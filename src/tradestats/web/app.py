@@ -15,6 +15,7 @@ from tradestats.web.docs import SWAGGER_UI_FILES, DocsResource, OpenApiResource
 from tradestats.web.errors import out_of_resources, serialize_error
 from tradestats.web.metrics import Metrics, MetricsMiddleware, MetricsResource
 from tradestats.web.openapi import openapi_document
+from tradestats.web.page import PAGE_FILES, PageResource
 from tradestats.web.protocol import ProtocolCheck
 from tradestats.web.resources import (
     AddBatchResource,
@@ -80,4 +81,6 @@ def create_app(
     app.add_route("/openapi.json", OpenApiResource(document))
     app.add_route("/docs", DocsResource())
     app.add_static_route("/docs/assets", str(SWAGGER_UI_FILES))
+    app.add_route("/", PageResource(store.max_k))
+    app.add_static_route("/page/assets", str(PAGE_FILES))
     return app

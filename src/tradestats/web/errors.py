@@ -20,8 +20,8 @@ def bad_request(detail: str) -> NoReturn:
 
 
 def content_too_large(max_body_bytes: int) -> NoReturn:
-    # The rest of the body is never read: gunicorn's gthread worker then closes the connection
-    # (its drain of the unread body finds nothing more: workers/gthread.py).
+    # The rest of the body is never read: the buffered worker then closes the connection
+    # (the parser's drain of the unread body finds nothing more: workers/buffered.py).
     raise falcon.HTTPError(
         falcon.HTTP_413, description=messages.BODY_TOO_LARGE.format(max_body_bytes=max_body_bytes)
     )

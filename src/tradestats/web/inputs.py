@@ -12,7 +12,7 @@ import falcon
 from tradestats import limits, messages
 from tradestats.web.errors import bad_request, content_too_large
 
-try:  # the server's own framing errors, raised while the body is read (gthread)
+try:  # gunicorn's framing errors, raised while the body is read
     from gunicorn.http.errors import NoMoreData, ParseException
     BODY_READ_ERRORS: tuple = (ParseException, NoMoreData, OSError, ValueError)
 except ImportError:  # not under gunicorn

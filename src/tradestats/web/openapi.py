@@ -168,6 +168,9 @@ def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int) -> dict
             "/openapi.json": _page("openapi", "This document",
                                    {"description": "OpenAPI 3.1",
                                     "content": {JSON: {"schema": {"type": "object"}}}}),
+            "/": _page("page", "The live page: every symbol, the selected one's statistics for "
+                        "every window and a chart, refreshed every second; ?symbol=S&k=K selects",
+                        _text("HTML page", "text/html")),
             "/docs": _page("docs", "Interactive documentation (Swagger UI, served locally)",
                            _text("HTML page", "text/html")),
         },

@@ -29,7 +29,8 @@ from tradestats.web.inputs import (
 # --- the store, shared by the resources -----------------------------------------------------------
 
 class SerializedStore:
-    """A heap Store is not thread-safe and gunicorn's gthread worker calls us from threads, so
+    """A heap Store is not thread-safe and a threaded WSGI server (an embedding app) may call us
+    from threads, so
     calls into it take a lock. A file store locks per symbol itself and its readers never wait:
     no lock here. (Under meinheld, greenlets on one thread, the lock is never contended.)
     """

@@ -1,8 +1,8 @@
 """Has one whole HTTP/1.1 request arrived? Answered incrementally, without parsing the request.
 
-The gthread worker's main thread buffers every connection's bytes and gives the connection to a
-pool thread only once this says yes (see ``gthread.py``): a client that sends slowly, or stops,
-then holds a buffer and never a thread.
+The buffered worker reads every connection into a buffer and serves a request only once this says
+yes (see ``buffered.py``): a client that sends slowly, or stops, then holds a buffer and never
+the worker.
 
 It validates nothing. Whenever the framing cannot be read — a head longer than any gunicorn
 accepts, a Content-Length that is not digits or disagrees with another, an unknown
@@ -30,8 +30,8 @@ class RequestFraming:
     byte, not a rescan of its head.
     """
 
-    __slots__ = ("max_head", "max_body", "_scanned", "_head_end", "_body_end", "_chunk_at",
-                 "_in_trailers")
+    __slots__ = ("max_head", "max_body", "expects_continue", "_scanned", "_head_end", "_body_end",
+                 "_chunk_at", "_in_trailers")
 
     def __init__(self, max_head: int, max_body: int) -> None:
         self.max_head = max_head
@@ -39,6 +39,7 @@ class RequestFraming:
         self.reset()
 
     def reset(self) -> None:
+        self.expects_continue = False  # the head asked for "100 Continue" before its body
         self._scanned = 0       # where the search for the end of the head resumes
         self._head_end = -1     # offset just past the head's empty line, once seen
         self._body_end = -1     # Content-Length framing: offset just past the body
@@ -91,6 +92,8 @@ class RequestFraming:
                 lengths.add(value.strip(b" \t\r"))
             elif name == b"transfer-encoding":
                 codings.append(value.strip(b" \t\r").lower())
+            elif name == b"expect":
+                self.expects_continue = value.strip(b" \t\r").lower() == b"100-continue"
         if codings:
             if not lengths and codings[-1].rsplit(b",", 1)[-1].strip() == b"chunked":
                 self._chunk_at = self._head_end
