@@ -13,12 +13,12 @@ setup: $(STAMP)
 
 # meinheld's published metadata pins greenlet<0.5, which does not build on Python >= 3.10:
 # install a current greenlet first, then meinheld without its dependency metadata.
-# If meinheld fails to build, the server falls back to gunicorn's gthread worker.
+# meinheld is optional (--worker-class meinheld); the default worker is tradestats' own.
 $(STAMP): setup.py pyproject.toml $(wildcard src/tradestats/*.pyx src/tradestats/*.pxd src/tradestats/*.py src/tradestats/*/*.py src/tradestats/web/static/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "greenlet>=3"
-	$(BIN)/python -m pip install --quiet --no-deps meinheld || echo "meinheld did not build: the gthread worker will be used"
+	$(BIN)/python -m pip install --quiet --no-deps meinheld || echo "meinheld did not build: --worker-class meinheld will be unavailable"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

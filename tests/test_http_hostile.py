@@ -320,6 +320,29 @@ def test_hundreds_of_dribbling_clients_leave_other_clients_fast(hardened_server)
     assert_nothing_stored(hardened_server, symbol)
 
 
+def test_clients_that_stop_reading_leave_other_clients_fast(hardened_server):
+    """20 clients pipeline large responses (GET /prices/, 10,000 prices each) and never read:
+    the worker keeps their responses in memory and goes on serving everybody else."""
+    symbol = fresh_symbol("BIG")
+    assert post_batch(hardened_server, symbol, [float(i) for i in range(10_000)]).status == 200
+    alone = p99(probe_latencies(hardened_server, 300))
+    request = b"GET /prices/?symbol=%s&n=10000 HTTP/1.1\r\nHost: t\r\n\r\n" % symbol.encode()
+    readers = []
+    for _ in range(20):
+        client = socket.create_connection(("127.0.0.1", hardened_server.port), timeout=10)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(request * 50)
+        readers.append(client)
+    try:
+        time.sleep(0.5)
+        loaded = p99(probe_latencies(hardened_server, 300))
+    finally:
+        for client in readers:
+            client.close()
+    print(f"stalled readers: p99 alone {alone * 1e3:.2f} ms, with 20 {loaded * 1e3:.2f} ms")
+    assert loaded < alone + 0.010, (alone, loaded)
+
+
 def test_a_request_that_does_not_arrive_in_time_gets_408(tmp_path):
     server = ServerProcess(BUFFERED_WORKER, (*SERVER_ARGS, "--request-timeout", "1"),
                            tmp_path / "serve.log")

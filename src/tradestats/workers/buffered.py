@@ -59,6 +59,16 @@ IO_BYTES = 256 * 1024
 CLOSE_LINGER_SECONDS = 2.0
 CLOSE_DRAIN_BYTES = 64 * 1024
 
+#: A worker that already holds connections lets an idle sibling take the next one: after each
+#: accept it stops accepting for this long per connection it holds, at most ACCEPT_YIELD_MAX.
+#: Without it, one worker could take 3 of a client's 4 keep-alive connections and leave a
+#: core idle (measured: GET throughput 0.50 x the limit app in one run, 1.38 in the next).
+ACCEPT_YIELD_PER_CONNECTION = 0.0002
+ACCEPT_YIELD_MAX = 0.002
+
+#: Requests served in a row from one connection's pipeline before the others get a turn.
+PIPELINE_TURN = 32
+
 #: After a failed accept with no reserve descriptor to release, accepting pauses this long
 #: (the listening socket stays readable, so the loop would otherwise spin).
 ACCEPT_PAUSE_SECONDS = 0.1
@@ -166,6 +176,9 @@ class BufferedWorker(gthread.ThreadWorker):
                 return
             raise
         self.nr_conns += 1
+        if self.cfg.workers > 1:
+            self._pause_accepting(min(self.nr_conns * ACCEPT_YIELD_PER_CONNECTION,
+                                      ACCEPT_YIELD_MAX))
         conn = gthread.TConn(self.cfg, client, address, listener.getsockname())
         conn.inbox = bytearray()
         conn.framing = RequestFraming(self._max_head, self._max_body)
@@ -187,8 +200,7 @@ class BufferedWorker(gthread.ThreadWorker):
         self.log.warning("worker %s: cannot accept a connection (%s): answering 503",
                          self.pid, os.strerror(error.errno))
         if self._reserve_fd is None:
-            self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
-            self.set_accept_enabled(False)
+            self._pause_accepting(ACCEPT_PAUSE_SECONDS)
             return
         os.close(self._reserve_fd)
         self._reserve_fd = None
@@ -213,10 +225,20 @@ class BufferedWorker(gthread.ThreadWorker):
         except OSError:
             return None
 
+    def _pause_accepting(self, seconds: float) -> None:
+        self._accept_paused_until = time.monotonic() + seconds
+        self.set_accept_enabled(False)
+
     def set_accept_enabled(self, enabled: bool) -> None:
         if enabled and time.monotonic() < self._accept_paused_until:
             return
         super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # While accepting is paused, wake up in time to resume it.
+        if not self._accepting:
+            timeout = max(min(timeout, self._accept_paused_until - time.monotonic()), 0.0)
+        super().wait_for_and_dispatch_events(timeout)
 
     # --- registration and deadlines -------------------------------------------------------------
 
@@ -315,8 +337,14 @@ class BufferedWorker(gthread.ThreadWorker):
         self._serve_buffered(conn)
 
     def _serve_buffered(self, conn, end_of_input: bool = False) -> None:
-        """Serve every whole request buffered on ``conn``, then wait for more or for the send."""
-        while True:
+        """Serve the whole requests buffered on ``conn``, then wait for more or for the send.
+
+        At most ``PIPELINE_TURN`` in a row: a client that pipelines thousands of requests in one
+        write then waits its turn behind the other connections, like everybody else.
+        """
+        if conn.closed:
+            return
+        for _ in range(PIPELINE_TURN):
             if not end_of_input and not conn.framing.complete(conn.inbox):
                 if conn.framing.expects_continue and not conn.continued:
                     conn.continued = True
@@ -345,6 +373,8 @@ class BufferedWorker(gthread.ThreadWorker):
                 return
             # A pipelined request was read ahead: it has the request deadline from now.
             self._set_deadline(conn, "reading", self._request_seconds)
+        self._listen(conn, selectors.EVENT_READ, self._on_readable)
+        self.method_queue.defer(self._guarded, self._serve_buffered, conn)
 
     def _keep_alive(self, conn) -> None:
         """Idle until the next request, for gunicorn's keep-alive timeout; the connection stays
