@@ -11,11 +11,13 @@ import pytest
 from conftest import ServerProcess, stop_cleanly
 from engine_reference import check_stats
 from tradestats import (
+    DiskFullError,
     InvalidPriceError,
     NotEnoughDataError,
     Store,
     TooManySymbolsError,
 )
+from tradestats import messages
 from tradestats.client import Client, TransportError
 
 
@@ -124,3 +126,14 @@ def test_the_client_keeps_one_connection_and_replaces_a_closed_one(tmp_path):
         stop_cleanly(server)
     with pytest.raises(TransportError):
         client.health()
+
+
+@pytest.mark.parametrize(("status", "detail", "expected"), [
+    (503, messages.OUT_OF_MEMORY, MemoryError),        # as the engine raises when out of memory
+    (503, messages.OUT_OF_CONNECTIONS, TransportError),
+    (507, messages.DISK_FULL, DiskFullError),
+    (500, messages.INTERNAL_ERROR, TransportError),
+])
+def test_server_errors_map_to_the_engines_exceptions(status, detail, expected):
+    error = Client._error(status, {"detail": detail})
+    assert type(error) is expected and detail in str(error)
