@@ -235,9 +235,11 @@ class BufferedWorker(gthread.ThreadWorker):
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        # While accepting is paused, wake up in time to resume it.
-        if not self._accepting:
-            timeout = max(min(timeout, self._accept_paused_until - time.monotonic()), 0.0)
+        # While accepting is paused, wake up in time to resume it (only then: accepting is also
+        # off while stopping or at worker_connections, and the loop must not spin).
+        pause_left = self._accept_paused_until - time.monotonic()
+        if self.alive and not self._accepting and pause_left > 0:
+            timeout = min(timeout, pause_left)
         super().wait_for_and_dispatch_events(timeout)
 
     # --- registration and deadlines -------------------------------------------------------------
@@ -316,13 +318,20 @@ class BufferedWorker(gthread.ThreadWorker):
             self._set_deadline(conn, "reading", seconds or self._request_seconds)
         self._listen(conn, selectors.EVENT_READ, self._on_readable)
 
-    def _on_readable(self, conn) -> None:
+    @staticmethod
+    def _receive(conn) -> bytes | None:
+        """What the socket has now: None if nothing yet, b"" at its end (or when it failed)."""
         try:
-            data = conn.sock.recv(IO_BYTES)
+            return conn.sock.recv(IO_BYTES)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+
+    def _on_readable(self, conn) -> None:
+        data = self._receive(conn)
+        if data is None:
+            return
         if not data:
             # The client sent its last byte. Nothing of an unfinished request is stored; if it
             # only half-closed, the parser tells it why (400) from what did arrive.
@@ -491,12 +500,9 @@ class BufferedWorker(gthread.ThreadWorker):
         self._listen(conn, selectors.EVENT_READ, self._on_drain)
 
     def _on_drain(self, conn) -> None:
-        try:
-            data = conn.sock.recv(IO_BYTES)
-        except (BlockingIOError, InterruptedError):
+        data = self._receive(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if not data or conn.drained > CLOSE_DRAIN_BYTES:
             self._close(conn)
