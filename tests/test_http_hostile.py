@@ -104,6 +104,23 @@ def read_responses(connection: socket.socket, count: int) -> list[tuple[int, obj
     return replies
 
 
+def cpu_ticks(pid: int) -> int:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_until_idle(pid: int, timeout: float = 10.0) -> None:
+    """Until the process has used no CPU for 0.3 s (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    before = cpu_ticks(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = cpu_ticks(pid)
+        if now == before:
+            return
+        before = now
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -334,7 +351,9 @@ def test_clients_that_stop_reading_leave_other_clients_fast(hardened_server):
         client.sendall(request * 50)
         readers.append(client)
     try:
-        time.sleep(0.5)
+        # Until the socket buffers are full the worker is still producing responses for them;
+        # the case under test begins when they are stalled and it has nothing left to do.
+        wait_until_idle(hardened_server.worker_pids()[0])
         loaded = p99(probe_latencies(hardened_server, 300))
     finally:
         for client in readers:
