@@ -258,24 +258,11 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
     if args.ephemeral:
         shm = Path("/dev/shm")
         data_dir = Path(tempfile.mkdtemp(prefix="tradestats-", dir=shm if shm.is_dir() else None))
-    return ServeSettings(
-        host=args.host,
-        port=args.port,
-        max_k=args.max_k,
-        max_symbols=args.max_symbols,
-        max_batch=args.max_batch,
-        max_body_bytes=args.max_body_bytes,
-        log_level=args.log_level,
-        workers=args.workers,
-        data_dir=data_dir,
-        ephemeral=args.ephemeral,
-        sync=args.sync,
-        graceful_timeout=args.graceful_timeout,
-        request_timeout=args.request_timeout,
-        access_log=args.access_log,
-        log_format=args.log_format,
-        worker_class=worker_class,
-    )
+    # Every other setting is the command-line option of the same name.
+    from_options = {field.name: getattr(args, field.name)
+                    for field in dataclasses.fields(ServeSettings)
+                    if field.name not in ("data_dir", "worker_class")}
+    return ServeSettings(**from_options, data_dir=data_dir, worker_class=worker_class)
 
 
 # --- gunicorn -------------------------------------------------------------------------------------

@@ -116,13 +116,7 @@ class Outbox:
         return len(data)
 
     def gettimeout(self) -> float:
-        return 0.0
-
-    def setblocking(self, flag) -> None:
-        pass
-
-    def settimeout(self, value) -> None:
-        pass
+        return 0.0  # gunicorn's write_nonblock then writes without touching blocking modes
 
 
 class BufferedWorker(gthread.ThreadWorker):
