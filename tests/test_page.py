@@ -74,15 +74,26 @@ def expected_rows(prices: list[float]) -> dict[int, list[float] | None]:
     return rows
 
 
+# The page updates its tables in place every second: read each table in one script call, so
+# that no element can be replaced between two reads (a stale element reference).
+READ_STATS = """
+return Array.from(document.querySelectorAll("#stats tbody tr"), (row) => [
+  Number(row.dataset.k),
+  Array.from(row.cells).slice(1).map((cell) => [cell.textContent, cell.dataset.value ?? null])]);
+"""
+READ_SYMBOLS = """
+return Array.from(document.querySelectorAll("#symbols tbody tr"), (row) =>
+  Array.from(row.cells, (cell) => cell.dataset.value ?? cell.textContent));
+"""
+
+
 def shown_rows(driver) -> dict[int, list[float] | str]:
     rows = {}
-    for row in driver.find_elements(By.CSS_SELECTOR, "#stats tbody tr"):
-        cells = row.find_elements(By.TAG_NAME, "td")
-        k = int(row.get_attribute("data-k"))
-        if len(cells) == 2:
-            rows[k] = cells[1].text
+    for k, cells in driver.execute_script(READ_STATS):
+        if len(cells) == 1:
+            rows[k] = cells[0][0]
         else:
-            rows[k] = [float(cell.get_attribute("data-value")) for cell in cells[1:]]
+            rows[k] = [float(value) for _, value in cells]
     return rows
 
 
@@ -104,12 +115,8 @@ def wait_for(driver, condition, message: str):
 
 
 def symbol_rows(driver) -> dict[str, tuple[int, float]]:
-    found = {}
-    for row in driver.find_elements(By.CSS_SELECTOR, "#symbols tbody tr"):
-        cells = row.find_elements(By.TAG_NAME, "td")
-        found[cells[0].text] = (int(cells[1].get_attribute("data-value")),
-                                float(cells[2].get_attribute("data-value")))
-    return found
+    return {symbol: (int(count), float(last))
+            for symbol, count, last in driver.execute_script(READ_SYMBOLS)}
 
 
 @needs_browser

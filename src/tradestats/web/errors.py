@@ -9,7 +9,8 @@ import falcon
 
 from tradestats import limits, messages
 
-#: OSErrors that mean the process ran out of something, not that the request was wrong.
+#: OSErrors that mean the process ran out of something, not that the request was wrong (the
+#: buffered worker's accept() uses the same set).
 OUT_OF_RESOURCES = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOBUFS})
 
 log = logging.getLogger("tradestats.web")

@@ -47,6 +47,7 @@ from gunicorn.http.errors import NoMoreData
 from gunicorn.workers import gthread
 
 from tradestats import limits, messages
+from tradestats.web.errors import OUT_OF_RESOURCES
 from tradestats.workers import json_errors
 from tradestats.workers.framing import RequestFraming
 from tradestats.workers.lifecycle import die_with_master
@@ -73,7 +74,6 @@ PIPELINE_TURN = 32
 #: (the listening socket stays readable, so the loop would otherwise spin).
 ACCEPT_PAUSE_SECONDS = 0.1
 
-OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 NOTHING_TO_ACCEPT = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED})
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -360,24 +360,30 @@ class BufferedWorker(gthread.ThreadWorker):
                 return
             conn.framing.reset()
             conn.continued = False
-            keep_alive = self._serve_one(conn) and not end_of_input
+            conn.keep_after_write = self._serve_one(conn) and not end_of_input
             self._untime(conn)
             if not self._flush(conn):
-                conn.keep_after_write = keep_alive
                 self._set_deadline(conn, "writing", limits.SEND_TIMEOUT_SECONDS)
                 self._listen(conn, selectors.EVENT_WRITE, self._on_writable)
                 return
-            if not keep_alive:
-                self._close_gracefully(conn)
+            if not self._next_request(conn):
                 return
-            conn.inbox = bytearray(conn.parser.unreader.take_buffered())
-            if not conn.inbox:
-                self._keep_alive(conn)
-                return
-            # A pipelined request was read ahead: it has the request deadline from now.
-            self._set_deadline(conn, "reading", self._request_seconds)
         self._listen(conn, selectors.EVENT_READ, self._on_readable)
         self.method_queue.defer(self._guarded, self._serve_buffered, conn)
+
+    def _next_request(self, conn) -> bool:
+        """After a response went out: True if a pipelined request is already buffered; else the
+        connection is closed or kept alive to wait for one."""
+        if not conn.keep_after_write:
+            self._close_gracefully(conn)
+            return False
+        conn.inbox = bytearray(conn.parser.unreader.take_buffered())
+        if not conn.inbox:
+            self._keep_alive(conn)
+            return False
+        # A pipelined request was read ahead: it has the request deadline from now.
+        self._set_deadline(conn, "reading", self._request_seconds)
+        return True
 
     def _keep_alive(self, conn) -> None:
         """Idle until the next request, for gunicorn's keep-alive timeout; the connection stays
@@ -437,7 +443,8 @@ class BufferedWorker(gthread.ThreadWorker):
     # --- writing responses ----------------------------------------------------------------------
 
     def _flush(self, conn) -> bool:
-        """Send what the socket takes now; True once the outbox is empty (or the peer is gone)."""
+        """Send what the socket takes now; True once the outbox is empty, or the peer is gone
+        (then ``keep_after_write`` is cleared: the connection is closed after)."""
         data = conn.outbox.data
         with memoryview(data) as view:
             while conn.sent < len(data):
@@ -453,20 +460,12 @@ class BufferedWorker(gthread.ThreadWorker):
         return True
 
     def _on_writable(self, conn) -> None:
-        keep_alive = conn.keep_after_write
         if not self._flush(conn):
             return
         self._untime(conn)
-        if not keep_alive or not conn.keep_after_write:
-            self._close_gracefully(conn)
-            return
-        conn.inbox = bytearray(conn.parser.unreader.take_buffered())
-        if conn.inbox:
-            self._set_deadline(conn, "reading", self._request_seconds)
+        if self._next_request(conn):
             self._listen(conn, selectors.EVENT_READ, self._on_readable)
             self._serve_buffered(conn)
-        else:
-            self._keep_alive(conn)
 
     def _send_now(self, conn, data: bytes) -> None:
         try:
