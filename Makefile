@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 # meinheld's published metadata pins greenlet<0.5, which does not build on Python >= 3.10:
 # install a current greenlet first, then meinheld without its dependency metadata.
-# meinheld is optional (--worker-class meinheld); the default worker is tradestats' own.
+# meinheld is optional (--server gunicorn --worker-class meinheld); the default server is granian.
 $(STAMP): setup.py pyproject.toml $(wildcard src/tradestats/*.pyx src/tradestats/*.pxd src/tradestats/*.py src/tradestats/*/*.py src/tradestats/web/static/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,9 +1,8 @@
 """The "limit" app for benchmarks/bench_http.py: what the HTTP stack alone allows.
 
-A minimal Falcon app with the same routes as tradestats, served by exactly the gunicorn
-configuration of ``tradestats-serve`` (same worker class, one worker, same keep-alive, logging
-and meinheld body limit: it subclasses ``tradestats.server``'s application class). It
-does what every request needs from the stack and nothing of tradestats' own:
+A minimal Falcon app with the same routes as tradestats, served by exactly the configuration of
+``tradestats-serve`` (``tradestats.server.run_server``: same server, workers, threads, buffers
+and logging). It does what every request needs from the stack and nothing of tradestats' own:
 
 - ``POST /add_batch/`` reads and parses the JSON body with the same orjson media handler as the
   real app, stores nothing, and answers the real success body;
@@ -18,7 +17,7 @@ ignored):
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import falcon
 import orjson
@@ -69,36 +68,14 @@ def create_limit_app() -> falcon.App:
     return app
 
 
-class LimitApplication(server.TradestatsApplication):
-    """``tradestats-serve``'s gunicorn application with the limit app swapped in.
-
-    Every gunicorn option comes from the parent class, so the two servers cannot drift apart;
-    only the process name and the start-up log line differ.
-    """
-
-    def gunicorn_options(self) -> dict[str, Any]:
-        options = super().gunicorn_options()
-        settings = self.settings
-
-        def when_ready(arbiter: Any) -> None:
-            bound = ", ".join(str(listener) for listener in arbiter.LISTENERS) or settings.bind
-            arbiter.log.info(
-                "limit app (bench_http.py): worker class %s, listening on %s",
-                settings.worker_class, bound,
-            )
-
-        options["when_ready"] = when_ready
-        options["proc_name"] = "tradestats-limit"
-        return options
-
-    def load(self) -> Any:
-        # Worker-level settings (meinheld's body limit, keep-alive, logging) are applied by the
-        # worker class that tradestats-serve configures, from self.settings: nothing to do here.
-        return create_limit_app()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    LimitApplication(server.parse_settings(argv), opened=None).run()
+    settings = server.parse_settings(argv)
+    server.run_server(
+        settings,
+        lambda server_name: [f"limit app (bench_http.py): {server_name}, {settings.workers} "
+                             f"workers, listening on {settings.url}"],
+        lambda settings: create_limit_app(),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The real ``tradestats-serve`` over real HTTP, under each gunicorn worker class (conftest.py)."""
+"""The real ``tradestats-serve`` over real HTTP, under each server it offers (conftest.py)."""
 from __future__ import annotations
 
 import http.client
@@ -19,15 +19,8 @@ import pytest
 from conftest import SHARED_SERVER_ARGS, Reply, ServerProcess, serve_command, stop_cleanly
 import tradestats
 from tradestats import limits, messages
-from tradestats.server import (
-    BUFFERED_WORKER,
-    MEINHELD_WORKER,
-    STOCK_MEINHELD_WORKER,
-    default_worker_class,
-    format_bytes,
-    meinheld_importable,
-    parse_settings,
-)
+from tradestats.server import format_bytes, parse_settings
+from tradestats.servers.gunicorn import meinheld_importable
 
 SHARED_MAX_K = int(SHARED_SERVER_ARGS[SHARED_SERVER_ARGS.index("--max-k") + 1])
 SHARED_MAX_BODY = int(SHARED_SERVER_ARGS[SHARED_SERVER_ARGS.index("--max-body-bytes") + 1])
@@ -289,7 +282,7 @@ def announce_and_send_a_little(server: ServerProcess, content_length: int) -> tu
 def test_body_over_the_limit_is_refused_unread(server, content_length):
     reply, elapsed = announce_and_send_a_little(server, content_length)
     assert elapsed < PROMPTLY
-    if server.worker_class == MEINHELD_WORKER:
+    if server.kind == "meinheld":
         assert_meinheld_refused(reply)
     else:
         assert_error(reply, 413, messages.BODY_TOO_LARGE.format(max_body_bytes=SHARED_MAX_BODY))
@@ -313,7 +306,7 @@ def test_chunked_body_running_past_the_limit(server):
     with send_raw(server, head, unfinished) as connection:
         reply = read_reply(connection)
     assert time.monotonic() - started < PROMPTLY
-    if server.worker_class == MEINHELD_WORKER:
+    if server.kind == "meinheld":
         assert_meinheld_refused(reply)
     else:
         assert_error(reply, 413, messages.BODY_TOO_LARGE.format(max_body_bytes=SHARED_MAX_BODY))
@@ -328,9 +321,40 @@ def test_unsupported_content_type(server, content_type):
     assert_error(get_stats(server, symbol, 1), 400, f"Symbol {symbol} not found")
 
 
-@pytest.mark.parametrize("path", ["/nope", "/page", "/stats/more", "/add_batch//"])
+@pytest.mark.parametrize("path", ["/nope", "/page", "/stats/more", "/add_batch//", "//stats/",
+                                  "/stats//", "//health"])
 def test_unknown_path(server, path):
     assert path in error_detail(server.request("GET", path), 404)
+
+
+GET_ROUTES = ["/", "/health", "/symbols", "/metrics", "/docs", "/openapi.json",
+              "/stats/?symbol={symbol}&k=1", "/stats?symbol={symbol}&k=1",
+              "/prices/?symbol={symbol}&n=3", "/prices?symbol={symbol}&n=3",
+              "/stats/?symbol={symbol}&k=9", "/prices/?symbol=NOPE&n=3"]
+
+
+@pytest.mark.parametrize("route", GET_ROUTES)
+def test_every_get_route_answers_head_alike_without_a_body(server, route):
+    symbol = fresh_symbol()
+    assert_added(post_batch(server, symbol, list(range(10))))
+    path = route.format(symbol=symbol)
+    get = server.request("GET", path)
+    head = server.request("HEAD", path)
+    assert head.status == get.status
+    assert head.body == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    if path != "/metrics":  # the metrics count this very request
+        assert head.headers["Content-Length"] == get.headers["Content-Length"] == str(len(get.body))
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "x-unknown"])
+def test_a_compressed_body_is_415_and_stores_nothing(server, coding):
+    symbol = fresh_symbol()
+    body = json.dumps({"symbol": symbol, "values": [1.0]}).encode()
+    reply = server.request("POST", "/add_batch/", body, {"Content-Type": "application/json",
+                                                          "Content-Encoding": coding})
+    assert coding in error_detail(reply, 415)
+    assert_error(get_stats(server, symbol, 1), 400, f"Symbol {symbol} not found")
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/add_batch/"), ("GET", "/add_batch"),
@@ -381,9 +405,12 @@ def test_signals_stop_the_server_cleanly(start_server, signum):
 
 # --- the command line -----------------------------------------------------------------------------
 
-def test_startup_log_names_worker_configuration_and_disk(server):
+SERVER_NAMES = {"granian": "granian", "meinheld": "gunicorn (meinheld workers)"}
+
+
+def test_startup_log_names_server_configuration_and_disk(server):
     log = server.log
-    assert f"worker class {server.worker_class}, {os.cpu_count()} workers" in log
+    assert f": {SERVER_NAMES[server.kind]}, {os.cpu_count()} workers" in log
     assert "max_k=3 max_symbols=1000 max_batch=10000 max_body_bytes=100000" in log
     assert_added(post_batch(server, fresh_symbol(), [1.0]))
     one_file = next(server.data_dir.rglob("*.sym")).stat().st_size
@@ -397,27 +424,26 @@ def test_format_bytes(count, text):
     assert format_bytes(count) == text
 
 
-def test_default_worker_is_the_hardened_gthread():
-    assert default_worker_class() == BUFFERED_WORKER
-    assert parse_settings([]).worker_class == BUFFERED_WORKER
+def test_the_default_server_is_granian():
+    assert parse_settings([]).server == "granian"
 
 
-@pytest.mark.parametrize("name", ["meinheld", STOCK_MEINHELD_WORKER])
-def test_meinheld_names_mean_the_fixed_worker(name):
-    assert parse_settings(["--worker-class", name]).worker_class == MEINHELD_WORKER
-
-
-@pytest.mark.skipif(not meinheld_importable(), reason="meinheld is not installed")
-def test_choosing_meinheld_logs_its_risks_loudly(tmp_path):
-    server = ServerProcess(MEINHELD_WORKER, SHARED_SERVER_ARGS, tmp_path / "serve.log")
+@pytest.mark.parametrize("kind", [
+    pytest.param("meinheld", marks=pytest.mark.skipif(not meinheld_importable(),
+                                                      reason="meinheld is not installed")),
+    "gthread",
+])
+def test_choosing_gunicorn_logs_its_risks_loudly(tmp_path, kind):
+    server = ServerProcess(kind, SHARED_SERVER_ARGS, tmp_path / "serve.log")
     try:
-        assert "[WARNING] " + messages.MEINHELD_RISKS in server.log
+        assert f"[WARNING] WARNING: {kind} under gunicorn is not hardened" in server.log
+        assert server.request("GET", "/health").status == 200
     finally:
         stop_cleanly(server)
     default = ServerProcess(None, SHARED_SERVER_ARGS, tmp_path / "default.log")
     try:
-        assert f"worker class {BUFFERED_WORKER}," in default.log
-        assert messages.MEINHELD_RISKS not in default.log
+        assert ": granian, " in default.log
+        assert "not hardened" not in default.log
     finally:
         stop_cleanly(default)
 
@@ -453,12 +479,14 @@ def test_version_flag():
     assert result.stdout == f"tradestats {tradestats.__version__}\n"
 
 
-@pytest.mark.parametrize("name", ["nope.Nope", "eventlet", "tradestats.workers.buffered.Missing"])
-def test_an_unusable_worker_class_is_one_line_and_status_2(name):
-    result = subprocess.run([*serve_command(), "--port", "1", "--worker-class", name],
+@pytest.mark.parametrize("flags", [("--worker-class", "eventlet"), ("--server", "nope"),
+                                   ("--worker-class", "gthread"),  # not without --server gunicorn
+                                   ("--ssl-certfile", "/nonexistent.pem")])
+def test_an_unusable_server_choice_is_refused_with_status_2(flags):
+    result = subprocess.run([*serve_command(), "--port", "1", *flags],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and name in result.stderr, result.stderr
+    assert flags[0] in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -488,7 +516,7 @@ def test_json_logs_with_access_lines_and_the_start_up_line_at_warning(start_serv
     stop_cleanly(server)
     lines = [json.loads(line) for line in server.log.splitlines() if line.strip()]
     assert all({"time", "level", "pid", "logger", "message"} <= set(line) for line in lines)
-    assert any(line["message"].startswith("tradestats ") and "worker class" in line["message"]
+    assert any(line["message"].startswith("tradestats ") and "listening on" in line["message"]
                for line in lines)
     access = [line for line in lines if line["logger"] == "tradestats.access"]
     posts = [line for line in access if line["method"] == "POST"]

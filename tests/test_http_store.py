@@ -47,8 +47,8 @@ def check_symbol(server, symbol, count):
             check_stats(stats_of(reply), unique_stream(count - 10**k, count), f"k={k}")
 
 
-def test_every_worker_reads_every_acknowledged_batch(worker_class, tmp_path):
-    server = ServerProcess(worker_class, TWO_WORKERS, tmp_path / "serve.log")
+def test_every_worker_reads_every_acknowledged_batch(server_kind, tmp_path):
+    server = ServerProcess(server_kind, TWO_WORKERS, tmp_path / "serve.log")
     try:
         assert len(server.worker_pids()) == 2
         count = 0
@@ -62,9 +62,9 @@ def test_every_worker_reads_every_acknowledged_batch(worker_class, tmp_path):
         stop_cleanly(server)
 
 
-def test_a_restart_keeps_every_symbol(worker_class, tmp_path):
+def test_a_restart_keeps_every_symbol(server_kind, tmp_path):
     args = (*TWO_WORKERS, "--data-dir", str(tmp_path / "data"))
-    server = ServerProcess(worker_class, args, tmp_path / "first.log")
+    server = ServerProcess(server_kind, args, tmp_path / "first.log")
     symbols = {f"S{n}/é": 1000 + 137 * n for n in range(5)}
     try:
         for symbol, count in symbols.items():
@@ -72,7 +72,7 @@ def test_a_restart_keeps_every_symbol(worker_class, tmp_path):
                 assert_added(post_batch(server, symbol, unique_stream(start, min(count, start + 400))))
     finally:
         stop_cleanly(server)
-    again = ServerProcess(worker_class, args, tmp_path / "second.log")
+    again = ServerProcess(server_kind, args, tmp_path / "second.log")
     try:
         assert f"5 symbols, {sum(symbols.values())} prices" in again.log
         for symbol, count in symbols.items():
@@ -81,9 +81,9 @@ def test_a_restart_keeps_every_symbol(worker_class, tmp_path):
         stop_cleanly(again)
 
 
-def test_killed_workers_lose_only_unacknowledged_batches(worker_class, tmp_path):
+def test_killed_workers_lose_only_unacknowledged_batches(server_kind, tmp_path):
     """A client posts without pause while workers are SIGKILLed and restarted by gunicorn."""
-    server = ServerProcess(worker_class, TWO_WORKERS, tmp_path / "serve.log")
+    server = ServerProcess(server_kind, TWO_WORKERS, tmp_path / "serve.log")
     acked = [0]
     stop = threading.Event()
     failures = []
@@ -134,10 +134,10 @@ def test_killed_workers_lose_only_unacknowledged_batches(worker_class, tmp_path)
         stop_cleanly(server)
 
 
-def test_a_full_disk_is_507_and_reads_go_on(worker_class, small_disk):
+def test_a_full_disk_is_507_and_reads_go_on(server_kind, small_disk):
     args = ("--workers", "2", "--max-k", "4", "--max-symbols", "100",
             "--data-dir", str(small_disk / "data"))
-    server = ServerProcess(worker_class, args, small_disk.parent / "serve.log")
+    server = ServerProcess(server_kind, args, small_disk.parent / "serve.log")
     try:
         filled, refused = [], None
         for n in range(100):
@@ -198,8 +198,8 @@ def scrape(server) -> dict:
             for sample in family.samples}
 
 
-def test_metrics_count_every_worker_once_and_survive_a_worker_kill(worker_class, tmp_path):
-    server = ServerProcess(worker_class, TWO_WORKERS, tmp_path / "serve.log")
+def test_metrics_count_every_worker_once_and_survive_a_worker_kill(server_kind, tmp_path):
+    server = ServerProcess(server_kind, TWO_WORKERS, tmp_path / "serve.log")
     try:
         sizes = [1 + (n * 37) % 400 for n in range(40)]
         count = 0
@@ -236,10 +236,10 @@ def test_metrics_count_every_worker_once_and_survive_a_worker_kill(worker_class,
         stop_cleanly(server)
 
 
-def test_a_worker_that_exits_leaves_the_shared_directories_alone(worker_class, tmp_path):
+def test_a_worker_that_exits_leaves_the_shared_directories_alone(server_kind, tmp_path):
     """A worker unwinds through tradestats-serve's main() when it exits: it must not remove the
     ephemeral data or the metrics directory that the other workers still use."""
-    server = ServerProcess(worker_class, ("--ephemeral", *TWO_WORKERS), tmp_path / "serve.log")
+    server = ServerProcess(server_kind, ("--ephemeral", *TWO_WORKERS), tmp_path / "serve.log")
     try:
         assert_added(post_batch(server, "E", unique_stream(0, 100)))
         before = set(server.worker_pids())

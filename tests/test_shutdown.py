@@ -1,7 +1,7 @@
 """Stop signals stop the server, every time: a stress loop of start/signal cycles, CPU busy.
 
 A race in gunicorn's gthread quick shutdown hung about one SIGINT in four on a busy machine (see
-``tradestats/workers/buffered.py``), so one clean stop proves nothing: each case here runs many
+gunicorn 27), so one clean stop proves nothing: each case here runs many
 cycles while other processes keep both cores busy. ``TRADESTATS_STOP_CYCLES`` sets the cycles per
 case (CI runs the default; run hundreds by hand after touching workers, signals or sockets).
 """
@@ -92,10 +92,10 @@ SCENARIOS = {"just-closed": just_closed, "idle-keep-alive": idle_keep_alive,
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_stop_signals_stop_the_server_every_time(worker_class, busy_cpu, tmp_path, scenario,
+def test_stop_signals_stop_the_server_every_time(server_kind, busy_cpu, tmp_path, scenario,
                                                    signum):
     for cycle in range(CYCLES):
-        server = ServerProcess(worker_class, SERVER_ARGS, tmp_path / f"serve-{cycle}.log")
+        server = ServerProcess(server_kind, SERVER_ARGS, tmp_path / f"serve-{cycle}.log")
         workers = server.worker_pids()
         assert workers, "the master has no worker process"
         open_connections = SCENARIOS[scenario](server)
@@ -111,9 +111,9 @@ def test_stop_signals_stop_the_server_every_time(worker_class, busy_cpu, tmp_pat
         assert not wait_until_gone(workers, 2.0), f"cycle {cycle}: a worker outlived its master"
 
 
-def test_default_grace_is_a_few_seconds(worker_class, tmp_path):
+def test_default_grace_is_a_few_seconds(server_kind, tmp_path):
     """The shipped default, with a request in flight: the stop still comes within seconds."""
-    server = ServerProcess(worker_class, ("--max-k", "2"), tmp_path / "serve.log")
+    server = ServerProcess(server_kind, ("--max-k", "2"), tmp_path / "serve.log")
     connection = request_in_flight(server)[0]
     started = time.monotonic()
     try:
@@ -123,8 +123,8 @@ def test_default_grace_is_a_few_seconds(worker_class, tmp_path):
     assert time.monotonic() - started < limits.SHUTDOWN_GRACE_SECONDS + 3.0, server.log
 
 
-def test_no_worker_outlives_a_killed_master(worker_class, tmp_path):
-    server = ServerProcess(worker_class, SERVER_ARGS, tmp_path / "serve.log")
+def test_no_worker_outlives_a_killed_master(server_kind, tmp_path):
+    server = ServerProcess(server_kind, SERVER_ARGS, tmp_path / "serve.log")
     workers = server.worker_pids()
     assert workers
     server.process.kill()

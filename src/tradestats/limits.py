@@ -26,17 +26,30 @@ MAX_WORKERS = 256
 #: GET /prices/ returns at most this many prices.
 MAX_PRICES_PER_REQUEST = 10_000
 
-#: A request must arrive whole within this many seconds of its first byte (a new connection's:
-#: of the connect), else 408 and the connection is closed. Until then it costs a buffer, not a
-#: thread (workers/buffered.py).
+#: A request head must arrive within this many seconds (and a kept-alive connection may stay
+#: silent this long), else the connection is closed (--request-timeout).
 REQUEST_READ_SECONDS = 10
+MAX_REQUEST_READ_SECONDS = 3600
 
-#: One send to a client that stopped reading gives up after this many seconds.
-SEND_TIMEOUT_SECONDS = 10
+#: A worker serves at most this many connections at once; more wait in the listen backlog (they
+#: cost no memory of ours there). Under granian each has an app thread when it needs one.
+MAX_CONNECTIONS_PER_WORKER = 1024
+LISTEN_BACKLOG = 2048
+#: Descriptors a worker needs besides connections and symbol files (its runtime, metrics files,
+#: logs); the connection cap shrinks to fit the descriptor limit, and the server refuses to
+#: start if fewer than MIN_CONNECTIONS_PER_WORKER would fit.
+RESERVED_DESCRIPTORS = 48
+MIN_CONNECTIONS_PER_WORKER = 8
 
-#: A worker serves at most this many connections at once (gunicorn's worker_connections); the
-#: open-file limit usually binds first, and running out of descriptors is answered 503.
-MAX_CONNECTIONS_PER_WORKER = 10_000
+#: Read buffer of one HTTP/1 connection under granian: the longest request head accepted (a
+#: longer one is refused with 431), and what one connection's buffer can cost.
+HTTP1_BUFFER_BYTES = 64 * 1024
+
+#: An app thread idle this long ends (granian's pool starts them again on demand; 5..600).
+IDLE_THREAD_SECONDS = 30
+
+#: granian's shortest wait for workers to stop before they are killed (--graceful-timeout 0).
+MIN_KILL_TIMEOUT_SECONDS = 0.001
 
 #: Retry-After, in seconds, on a 503 for exhausted memory or file descriptors.
 RETRY_AFTER_SECONDS = 1

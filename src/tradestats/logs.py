@@ -1,22 +1,24 @@
-"""tradestats-serve's logs: gunicorn's, plus an access line per request, as text or JSON lines.
+"""tradestats-serve's logs: the HTTP server's lines and ours, as text or as JSON lines.
 
-``Logger`` is gunicorn's logger class with two additions: with ``--log-format json`` every line
-is one JSON object (``time``, ``level``, ``pid``, ``logger``, ``message`` and, for an access
-line, its fields), and the ``tradestats.access`` logger (web/access_log.py) writes through
-gunicorn's error-log handlers, so access lines go wherever gunicorn's lines go.
+With ``--log-format json`` every line is one JSON object (``time``, ``level``, ``pid``,
+``logger``, ``message`` and, for an access line of ``web/access_log.py``, its fields). Whatever
+serves HTTP (servers/), its lines and ours go to the same place in the same format.
 """
 from __future__ import annotations
 
 import datetime
 import logging
+from typing import Any
 
 import orjson
-from gunicorn import glogging
 
 ACCESS_LOGGER = "tradestats.access"
 LOG_FORMATS = ("text", "json")
 #: The fields an access line carries (web/access_log.py), in this order.
 ACCESS_FIELDS = ("method", "path", "status", "ms")
+#: gunicorn's own text layout, which the README's examples and existing log parsers know.
+TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+TEXT_DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,16 +38,26 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
-class Logger(glogging.Logger):
-    #: Set by the server before gunicorn starts (one of LOG_FORMATS); workers inherit it.
-    log_format = "text"
+def formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter(TEXT_FORMAT, TEXT_DATE_FORMAT)
 
-    def setup(self, cfg) -> None:
-        super().setup(cfg)
-        if self.log_format == "json":
-            for handler in self.error_log.handlers:
-                handler.setFormatter(JsonFormatter())
-        access = logging.getLogger(ACCESS_LOGGER)
-        access.handlers = list(self.error_log.handlers)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+
+def dict_config(log_format: str, level: str, server_loggers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` document: ours and the server's loggers (``server_loggers``)
+    on stderr in one format; access lines at INFO whatever ``level`` says (asking for them with
+    --access-log is the decision)."""
+    text = {"format": TEXT_FORMAT, "datefmt": TEXT_DATE_FORMAT}
+    chosen = {"()": "tradestats.logs.JsonFormatter"} if log_format == "json" else text
+    handler = {"class": "logging.StreamHandler", "formatter": "chosen", "stream": "ext://sys.stderr"}
+    loggers = {name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+               for name in ("tradestats", *server_loggers)}
+    loggers[ACCESS_LOGGER] = {"handlers": ["stderr"], "level": "INFO", "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"chosen": chosen},
+        "handlers": {"stderr": handler},
+        "loggers": loggers,
+    }

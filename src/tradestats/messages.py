@@ -23,6 +23,9 @@ BODY_NON_FINITE_NUMBER = (
 BODY_NOT_OBJECT = "Request body must be a JSON object with 'symbol' and 'values'"
 BODY_INCOMPLETE = "Request body is incomplete or its chunked framing is malformed ({reason}); nothing was stored"
 BODY_TOO_LARGE = "Request body is larger than the limit of {max_body_bytes} bytes"
+CONTENT_ENCODING_UNSUPPORTED = (
+    "Unsupported Content-Encoding {coding!r}: send the body uncompressed"
+)
 UNSUPPORTED_MEDIA_TYPE = "Unsupported Content-Type {content_type!r}: send application/json"
 
 SYMBOL_MISSING = "Field 'symbol' is required"
@@ -55,6 +58,7 @@ OUT_OF_CONNECTIONS = "The server has no file descriptor left for this connection
 REQUEST_TIMEOUT = "The request did not arrive whole within {seconds} seconds"
 HEAD_TOO_LONG = "The request head is longer than {limit} bytes"
 HOST_MISSING = "An HTTP/1.1 request must carry a Host header"
+HOST_REPEATED = "A request must carry one Host header, not several"
 HTTP_VERSION_UNSUPPORTED = "{protocol} is not supported: send HTTP/1.1 or HTTP/1.0"
 HTTP_ERROR_FALLBACK = "{title}"
 
@@ -64,9 +68,18 @@ HEALTH_OK = "ok"
 # --- tradestats-serve (command line and logs) -----------------------------------------------------
 ACCESS_LINE = "{method} {path} {status} {ms} ms"
 WORKER_CLASS_REFUSED = "tradestats-serve: --worker-class {worker_class}: cannot be loaded ({reason})"
+WORKER_CLASS_NEEDS_GUNICORN = "--worker-class chooses a gunicorn worker: use it with --server gunicorn"
+SSL_NEEDS_BOTH = "--ssl-certfile and --ssl-keyfile go together"
+SSL_NEEDS_GRANIAN = "HTTPS and HTTP/2 are served by granian only: drop --server gunicorn"
+DESCRIPTORS_TOO_FEW = (
+    "tradestats-serve: the open-file limit is too low: each worker needs at least {needed} "
+    "descriptors with --max-symbols {max_symbols} (raise it with ulimit -n)"
+)
+FILE_UNREADABLE = "no readable file at {path!r}"
+SERVER_UNAVAILABLE = "tradestats-serve: --server {server} is not installed ({reason}); {hint}"
 ARGUMENT_OUT_OF_RANGE = "must be an integer from {low} to {high}, got {value!r}"
 STARTUP = (
-    "tradestats {version}: worker class {worker_class}, {workers} workers, listening on {bind}; "
+    "tradestats {version}: {server}, {workers} workers, listening on {bind}; "
     "max_k={max_k} max_symbols={max_symbols} max_batch={max_batch} "
     "max_body_bytes={max_body_bytes}; worst-case disk {worst_case} (sparse files: disk and "
     "memory follow the data)"
@@ -83,10 +96,17 @@ STORE_REFUSED = "tradestats-serve: cannot use the data directory: {error}"
 DISK_FULL = (
     "Insufficient storage: the disk holding the data is full; nothing of the batch was stored"
 )
-MEINHELD_RISKS = (
-    "WARNING: the meinheld worker is not hardened against hostile clients: a chunked request with "
-    "a trailer crashes it (SIGSEGV), a CONNECT request poisons the next request, pipelined POSTs "
-    "are lost, it leaks file descriptors above worker_connections and accepts malformed requests. "
-    "meinheld is unmaintained since 2020. Use it only behind a proxy that normalises requests; "
-    "the default (buffered) worker has none of these faults"
+GUNICORN_RISKS = (
+    "WARNING: {worker_class} under gunicorn is not hardened against hostile clients: {faults} "
+    "Serve it only behind a proxy that buffers and normalises requests (nginx), or use the "
+    "default server (granian)"
+)
+MEINHELD_FAULTS = (
+    "a chunked request with a trailer crashes a worker (SIGSEGV), a CONNECT request poisons the "
+    "next request, pipelined POSTs are lost, descriptors leak above worker_connections, malformed "
+    "requests are accepted; meinheld is unmaintained since 2020."
+)
+GTHREAD_FAULTS = (
+    "a few clients that send slowly occupy every thread of a worker (no answer to anyone until "
+    "they finish), and running out of descriptors stops a worker."
 )

@@ -1,14 +1,14 @@
-"""``tradestats-serve``: the HTTP service under gunicorn.
+"""``tradestats-serve``: the command line, its settings, and what happens before HTTP starts.
 
-The master opens the data directory once (refusing one it cannot use, rolling back torn
-batches, logging what it found), closes it, and forks the workers; each worker opens the same
-directory itself, so every worker serves one dataset (see storage.py and layout.pxd).
+The master process opens the data directory once (refusing one it cannot use, rolling back torn
+batches, logging what it found), closes it, and hands over to the HTTP server (``servers/``):
+granian by default, gunicorn on request. Each worker opens the same directory itself, so every
+worker serves one dataset (see storage.py and layout.pxd).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import shutil
 import sys
@@ -17,28 +17,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gunicorn.app.base import BaseApplication
-
 from tradestats import Store, StoreFormatError, __version__, limits, logs, messages
 from tradestats.engine import symbol_file_size
 
-#: gunicorn's workers with tradestats' fixes (see workers/); the stock names are mapped to them.
-MEINHELD_WORKER = "tradestats.workers.meinheld.MeinheldWorker"
-STOCK_MEINHELD_WORKER = "meinheld.gmeinheld.MeinheldWorker"
-BUFFERED_WORKER = "tradestats.workers.buffered.BufferedWorker"
-STOCK_GTHREAD_WORKER = "gunicorn.workers.gthread.ThreadWorker"
-WORKER_ALIASES = {
-    "buffered": BUFFERED_WORKER,
-    "meinheld": MEINHELD_WORKER,
-    STOCK_MEINHELD_WORKER: MEINHELD_WORKER,
-    # gthread's loop is what the buffered worker is built on; its pool threads read requests
-    # with no deadline, so a few slow clients stall it (README, "Worker classes").
-    "gthread": BUFFERED_WORKER,
-    STOCK_GTHREAD_WORKER: BUFFERED_WORKER,
-}
-
-
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: What serves HTTP: ``granian`` (the default, see servers/granian.py) or ``gunicorn``.
+SERVERS = ("granian", "gunicorn")
+#: HTTP versions granian is asked to speak (``--http``).
+HTTP_VERSIONS = ("1", "auto")
+#: gunicorn's worker classes we offer under ``--server gunicorn``, and the default among them.
+GUNICORN_WORKER_CLASSES = ("meinheld", "gthread")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,37 +38,44 @@ class ServeSettings:
     max_batch: int
     max_body_bytes: int
     log_level: str
-    worker_class: str
     workers: int
     data_dir: Path
+    server: str = "granian"
+    worker_class: str | None = None
     ephemeral: bool = False
     sync: bool = False
     graceful_timeout: int = limits.SHUTDOWN_GRACE_SECONDS
     request_timeout: int = limits.REQUEST_READ_SECONDS
     access_log: bool = False
     log_format: str = "text"
+    http: str = "1"
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     def open_store(self) -> Store:
         return Store(max_symbols=self.max_symbols, max_k=self.max_k, path=self.data_dir,
                      max_batch=self.max_batch, sync=self.sync)
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile else "http"
+
+    @property
     def bind(self) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.bind}"
 
-def meinheld_importable() -> bool:
-    try:
-        import meinheld  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    def create_app(self):
+        """The WSGI app over this process's own view of the data directory (call it in a
+        worker, after the fork: a store's file locks must not be shared between processes)."""
+        from tradestats.web import create_app
 
-
-def default_worker_class() -> str:
-    """The buffered worker: it passes every hostile-client test (README, "Worker classes")."""
-    return BUFFERED_WORKER
+        return create_app(self.open_store(), max_batch=self.max_batch,
+                          max_body_bytes=self.max_body_bytes, access_log=self.access_log)
 
 
 def worst_case_disk_bytes(max_k: int, max_symbols: int, max_batch: int) -> int:
@@ -97,12 +92,12 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def startup_message(settings: ServeSettings, bind: str) -> str:
+def startup_message(settings: ServeSettings, server_name: str) -> str:
     return messages.STARTUP.format(
         version=__version__,
-        worker_class=settings.worker_class,
+        server=server_name,
         workers=settings.workers,
-        bind=bind,
+        bind=settings.url,
         max_k=settings.max_k,
         max_symbols=settings.max_symbols,
         max_batch=settings.max_batch,
@@ -123,7 +118,7 @@ class OpenedStore:
 def open_and_recover(settings: ServeSettings) -> OpenedStore:
     """Open the data directory in the master: refuse it now if unusable, roll back torn batches.
 
-    The store is closed again before the workers fork: its file locks must not be shared.
+    The store is closed again before the workers start: its file locks must not be shared.
     """
     started = time.monotonic()
     store = settings.open_store()
@@ -161,16 +156,23 @@ def integer_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(messages.FILE_UNREADABLE.format(path=text))
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradestats-serve",
-        description="Serve the tradestats HTTP API: gunicorn workers sharing one data directory.",
+        description="Serve the tradestats HTTP API: worker processes sharing one data directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tradestats {__version__}")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    parser.add_argument("--port", type=integer_in_range(0, 65535), default=8000,
-                        help="TCP port (0..65535; 0 picks a free one)")
+    parser.add_argument("--port", type=integer_in_range(1, 65535), default=8000,
+                        help="TCP port (1..65535)")
     parser.add_argument(
         "--max-k", type=integer_in_range(1, limits.MAX_MAX_K), default=limits.DEFAULT_MAX_K,
         help=f"largest window is 10**max_k prices (1..{limits.MAX_MAX_K})",
@@ -193,28 +195,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a stop signal (SIGTERM, SIGINT) leaves requests in flight to finish (0..3600)",
     )
     parser.add_argument(
-        "--request-timeout", type=integer_in_range(1, 3600), default=limits.REQUEST_READ_SECONDS,
-        help="seconds a request may take to arrive whole, from its first byte (a new "
-        f"connection's: from the connect), else 408 (1..3600, default {limits.REQUEST_READ_SECONDS};"
-        " buffered worker only)",
+        "--request-timeout", type=integer_in_range(1, limits.MAX_REQUEST_READ_SECONDS),
+        default=limits.REQUEST_READ_SECONDS,
+        help="seconds a request head may take to arrive, and a kept-alive connection may stay "
+        f"silent, before the connection is closed (1..{limits.MAX_REQUEST_READ_SECONDS})",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
-                        help="gunicorn's log level")
+                        help="log level of the server's lines")
     parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default="text",
                         help="text lines, or one JSON object per line")
     parser.add_argument("--access-log", action="store_true",
                         help="log one line per request with its latency (off by default)")
     parser.add_argument(
-        "--worker-class", default=None,
-        help=f"gunicorn worker class (default: 'buffered', i.e. {BUFFERED_WORKER}, also chosen by "
-        f"'gthread' and {STOCK_GTHREAD_WORKER}; 'meinheld' or {STOCK_MEINHELD_WORKER} choose "
-        f"{MEINHELD_WORKER}: NOT safe against hostile clients, see the README)",
+        "--server", choices=SERVERS, default="granian",
+        help="what serves HTTP: granian (hardened against hostile clients) or gunicorn (safe "
+        "only behind a buffering proxy such as nginx; see the README)",
+    )
+    parser.add_argument(
+        "--worker-class", choices=GUNICORN_WORKER_CLASSES, default=None,
+        help="with --server gunicorn only: meinheld (when installed, else gthread) or gthread",
     )
     parser.add_argument(
         "--workers", type=integer_in_range(1, limits.MAX_WORKERS), default=os.cpu_count() or 1,
         help=f"worker processes, all serving the same data (1..{limits.MAX_WORKERS}; "
         "default: the number of CPUs)",
     )
+    parser.add_argument(
+        "--http", choices=HTTP_VERSIONS, default="1",
+        help="1: HTTP/1.1 only; auto: also HTTP/2 (h2c with prior knowledge, h2 by ALPN over "
+        "HTTPS). Under auto a connection that never sends a byte is held until the client "
+        "leaves (no timer runs while the protocol is detected); under 1 it is closed after "
+        "--request-timeout. granian only",
+    )
+    parser.add_argument("--ssl-certfile", type=readable_file, default=None,
+                        help="serve HTTPS (and HTTP/2 by ALPN) with this PEM certificate chain")
+    parser.add_argument("--ssl-keyfile", type=readable_file, default=None,
+                        help="the certificate's private key (PEM, PKCS#8)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--data-dir", type=Path, default=Path(limits.DEFAULT_DATA_DIR),
@@ -233,108 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def refuse_unusable_worker_class(worker_class: str) -> None:
-    """An unknown or unimportable worker class is one line on stderr and exit status 2, before
-    gunicorn starts (gunicorn itself would print a traceback per worker, then give up)."""
-    from gunicorn.util import load_class
-
-    try:
-        load_class(worker_class)
-    except BaseException as error:  # load_class raises RuntimeError, ImportError, SystemExit...
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[0].rstrip(":") if lines else type(error).__name__
-        print(messages.WORKER_CLASS_REFUSED.format(worker_class=worker_class, reason=reason),
-              file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
-    worker_class = WORKER_ALIASES.get(args.worker_class, args.worker_class) \
-        or default_worker_class()
-    refuse_unusable_worker_class(worker_class)
+    if args.worker_class and args.server != "gunicorn":
+        parser.error(messages.WORKER_CLASS_NEEDS_GUNICORN)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        parser.error(messages.SSL_NEEDS_BOTH)
+    if (args.ssl_certfile or args.http != "1") and args.server != "granian":
+        parser.error(messages.SSL_NEEDS_GRANIAN)
     data_dir = args.data_dir
     if args.ephemeral:
         shm = Path("/dev/shm")
         data_dir = Path(tempfile.mkdtemp(prefix="tradestats-", dir=shm if shm.is_dir() else None))
     # Every other setting is the command-line option of the same name.
     from_options = {field.name: getattr(args, field.name)
-                    for field in dataclasses.fields(ServeSettings)
-                    if field.name not in ("data_dir", "worker_class")}
-    return ServeSettings(**from_options, data_dir=data_dir, worker_class=worker_class)
-
-
-# --- gunicorn -------------------------------------------------------------------------------------
-
-class TradestatsApplication(BaseApplication):
-    """A gunicorn application whose WSGI app (and store) is built inside the worker process."""
-
-    def __init__(self, settings: ServeSettings, opened: OpenedStore) -> None:
-        self.settings = settings
-        self.opened = opened
-        super().__init__()
-
-    def gunicorn_options(self) -> dict[str, Any]:
-        settings, opened = self.settings, self.opened
-
-        def when_ready(arbiter: Any) -> None:
-            bound = ", ".join(str(listener) for listener in arbiter.LISTENERS) or settings.bind
-            # Shown at any --log-level: operators want the configuration even when warnings only.
-            level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
-            arbiter.log.log(level, startup_message(settings, bound))
-            arbiter.log.log(level, store_message(settings, opened))
-            if settings.worker_class == MEINHELD_WORKER:
-                arbiter.log.warning(messages.MEINHELD_RISKS)
-
-        return {
-            "bind": settings.bind,
-            "workers": settings.workers,
-            "worker_class": settings.worker_class,
-            "worker_connections": limits.MAX_CONNECTIONS_PER_WORKER,
-            # tradestats reads no forwarding header: with none configured, trusting every peer
-            # trusts nothing, and spares gunicorn parsing the peer's address on every request.
-            "forwarded_allow_ips": "*",
-            "secure_scheme_headers": {},
-            "forwarder_headers": "",
-            # A stop signal lets requests in flight finish for this long, then the master kills.
-            "graceful_timeout": settings.graceful_timeout,
-            "loglevel": settings.log_level,
-            "logger_class": "tradestats.logs.Logger",
-            "proc_name": "tradestats",
-            "when_ready": when_ready,
-            "child_exit": forget_dead_worker_gauges,
-            # gunicorn >= 25.1 opens a control socket by default; it could add workers at run time
-            # (and two servers would fight over its one path).
-            "control_socket_disable": True,
-        }
-
-    def load_config(self) -> None:
-        for key, value in self.gunicorn_options().items():
-            if key in self.cfg.settings:  # older gunicorn versions lack some settings
-                self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from tradestats.web import create_app
-
-        settings = self.settings
-        return create_app(
-            settings.open_store(),
-            max_batch=settings.max_batch,
-            max_body_bytes=settings.max_body_bytes,
-            access_log=settings.access_log,
-        )
+                    for field in dataclasses.fields(ServeSettings) if field.name != "data_dir"}
+    return ServeSettings(**from_options, data_dir=data_dir)
 
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def forget_dead_worker_gauges(arbiter: Any, worker: Any) -> None:
-    """gunicorn's child_exit hook: a dead worker's live gauges must not be summed any more
-    (its counters stay, so nothing it counted is lost)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
 
 
 def metrics_directory() -> tuple[Path, bool]:
@@ -349,9 +283,19 @@ def metrics_directory() -> tuple[Path, bool]:
     return made, True
 
 
+def run_server(settings: ServeSettings, announce: Callable[[str], list[str]],
+               load_app: Callable[[ServeSettings], Any] = ServeSettings.create_app) -> None:
+    """Serve ``load_app(settings)`` (called in each worker) on the chosen server until a stop
+    signal; once listening, log ``announce(name of the server)``."""
+    if settings.server == "gunicorn":
+        from tradestats.servers import gunicorn as chosen
+    else:
+        from tradestats.servers import granian as chosen
+    chosen.serve(settings, announce, load_app)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
-    logs.Logger.log_format = settings.log_format  # the workers inherit it at fork
     metrics_dir, own_metrics_dir = metrics_directory()
     master_pid = os.getpid()
     try:
@@ -360,10 +304,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         except (StoreFormatError, OSError) as error:
             print(messages.STORE_REFUSED.format(error=error), file=sys.stderr)
             sys.exit(2)
-        TradestatsApplication(settings, opened).run()
+        run_server(settings, lambda server_name: [startup_message(settings, server_name),
+                                                  store_message(settings, opened)])
     finally:
-        # Workers are forks of this call and unwind through it when they exit: only the
-        # master, once every worker is gone, may remove what they all share.
+        # A forked worker may unwind through this call when it exits: only the master, once
+        # every worker is gone, may remove what they all share.
         if os.getpid() == master_pid:
             if settings.ephemeral:
                 shutil.rmtree(settings.data_dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """One access line per request, with its latency: Falcon middleware (off unless asked for).
 
-gunicorn's own access log is not used: meinheld's worker never calls it.
+The server's own access log is not used: it cannot see the latency the app measured, and
+meinheld's worker never calls gunicorn's.
 """
 from __future__ import annotations
 

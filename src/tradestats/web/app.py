@@ -16,7 +16,7 @@ from tradestats.web.errors import out_of_resources, serialize_error
 from tradestats.web.metrics import Metrics, MetricsMiddleware, MetricsResource
 from tradestats.web.openapi import openapi_document
 from tradestats.web.page import PAGE_FILES, PageResource
-from tradestats.web.protocol import ProtocolCheck
+from tradestats.web.protocol import ExactPaths, ProtocolCheck
 from tradestats.web.resources import (
     AddBatchResource,
     HealthResource,
@@ -52,7 +52,7 @@ def create_app(
     shared_store = SerializedStore(store)
     metrics = Metrics(store)
 
-    middleware = [MetricsMiddleware(metrics), ProtocolCheck()]
+    middleware = [MetricsMiddleware(metrics), ProtocolCheck(), ExactPaths()]
     if access_log:
         middleware.append(AccessLog())
     app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=middleware)
@@ -62,25 +62,28 @@ def create_app(
     app.add_error_handler(MemoryError, out_of_resources)
     app.add_error_handler(OSError, out_of_resources)
 
+    def route(paths: tuple[str, ...], resource) -> None:
+        # HEAD answers like GET on every route (Falcon drops the body): probes and caches use it.
+        if hasattr(resource, "on_get") and not hasattr(resource, "on_head"):
+            resource.on_head = resource.on_get
+        for path in paths:
+            app.add_route(path, resource)
+
     add_batch = AddBatchResource(shared_store, max_batch=max_batch, max_body_bytes=max_body_bytes,
                                  on_added=metrics.batch_added)
     stats = StatsResource(shared_store)
     # Existing clients call both spellings; both must stay the same endpoint.
-    for path in ("/add_batch/", "/add_batch"):
-        app.add_route(path, add_batch)
-    for path in ("/stats/", "/stats"):
-        app.add_route(path, stats)
-    app.add_route("/symbols", SymbolsResource(shared_store))
-    prices = PricesResource(shared_store)
-    for path in ("/prices/", "/prices"):
-        app.add_route(path, prices)
-    app.add_route("/health", HealthResource())
-    app.add_route("/metrics", MetricsResource(metrics))
+    route(("/add_batch/", "/add_batch"), add_batch)
+    route(("/stats/", "/stats"), stats)
+    route(("/symbols",), SymbolsResource(shared_store))
+    route(("/prices/", "/prices"), PricesResource(shared_store))
+    route(("/health",), HealthResource())
+    route(("/metrics",), MetricsResource(metrics))
     document = openapi_document(max_k=store.max_k, max_batch=max_batch,
                                 max_body_bytes=max_body_bytes)
-    app.add_route("/openapi.json", OpenApiResource(document))
-    app.add_route("/docs", DocsResource())
+    route(("/openapi.json",), OpenApiResource(document))
+    route(("/docs",), DocsResource())
     app.add_static_route("/docs/assets", str(SWAGGER_UI_FILES))
-    app.add_route("/", PageResource(store.max_k))
+    route(("/",), PageResource(store.max_k))
     app.add_static_route("/page/assets", str(PAGE_FILES))
     return app

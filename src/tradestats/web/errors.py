@@ -9,8 +9,7 @@ import falcon
 
 from tradestats import limits, messages
 
-#: OSErrors that mean the process ran out of something, not that the request was wrong (the
-#: buffered worker's accept() uses the same set).
+#: OSErrors that mean the process ran out of something, not that the request was wrong.
 OUT_OF_RESOURCES = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOBUFS})
 
 log = logging.getLogger("tradestats.web")
@@ -21,8 +20,8 @@ def bad_request(detail: str) -> NoReturn:
 
 
 def content_too_large(max_body_bytes: int) -> NoReturn:
-    # The rest of the body is never read: the buffered worker then closes the connection
-    # (the parser's drain of the unread body finds nothing more: workers/buffered.py).
+    # The rest of the body is never read: the server closes the connection after the answer
+    # (tests/test_http_hostile.py: the unread rest is never taken for a next request).
     raise falcon.HTTPError(
         falcon.HTTP_413, description=messages.BODY_TOO_LARGE.format(max_body_bytes=max_body_bytes)
     )

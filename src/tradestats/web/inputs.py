@@ -47,10 +47,10 @@ def read_bounded_body(req: falcon.Request, max_body_bytes: int) -> bytes:
         content_too_large(max_body_bytes)  # refused before a byte of it is read
     try:
         if declared_length is not None:
-            body = req.bounded_stream.read()
+            body = read_until_end(req.stream, declared_length)
         else:
             # Chunked or unannounced length: one byte past the limit proves the body too large.
-            body = req.stream.read(max_body_bytes + 1)
+            body = read_until_end(req.stream, max_body_bytes + 1)
     except BODY_READ_ERRORS as error:
         bad_request(messages.BODY_INCOMPLETE.format(reason=error.__class__.__name__))
     if declared_length is not None and len(body) != declared_length:
@@ -59,6 +59,20 @@ def read_bounded_body(req: falcon.Request, max_body_bytes: int) -> bytes:
     if len(body) > max_body_bytes:
         content_too_large(max_body_bytes)
     return body
+
+
+def read_until_end(stream, limit: int) -> bytes:
+    """At most ``limit`` bytes, reading until the body ends: a WSGI server's ``read(n)`` may
+    return less than ``n`` before the end (granian returns what has arrived)."""
+    parts = []
+    remaining = limit
+    while remaining > 0:
+        part = stream.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class _NonFiniteNumber:

@@ -1,7 +1,7 @@
 """GET /metrics: Prometheus text format.
 
-Request counts and latencies are per process; under gunicorn (``PROMETHEUS_MULTIPROC_DIR`` set
-by the server) prometheus_client's multiprocess mode keeps them in files that every worker's
+Request counts and latencies are per process; under tradestats-serve (``PROMETHEUS_MULTIPROC_DIR``
+set by the server) prometheus_client's multiprocess mode keeps them in files that every worker's
 scrape sums, so a scrape on any worker covers all of them and a worker that dies or restarts
 loses nothing it counted. What the store holds (symbols, prices, rebuilds, roll-backs) is read
 from the shared store itself at scrape time: no process keeps a copy that could disagree.

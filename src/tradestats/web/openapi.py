@@ -94,9 +94,20 @@ def _prices(operation_id: str) -> dict[str, Any]:
 def _health() -> dict[str, Any]:
     answer = _json("The server is up", "Health")
     return {"get": {"summary": "For load balancers and start-up probes", "operationId": "health",
-                    "responses": {"200": answer}},
-            "head": {"summary": "The same, without a body", "operationId": "health_head",
-                     "responses": {"200": {"description": "The server is up"}}}}
+                    "responses": {"200": answer}}}
+
+
+def _with_head(path_item: dict[str, Any]) -> dict[str, Any]:
+    """Every GET route also answers HEAD: same status and headers, no body."""
+    get = path_item.get("get")
+    if get is None:
+        return path_item
+    head = {"summary": "As GET, without the body", "operationId": f"{get['operationId']}_head",
+            "responses": {status: {"description": response["description"]}
+                          for status, response in get["responses"].items()}}
+    if "parameters" in get:
+        head["parameters"] = get["parameters"]
+    return {**path_item, "head": head}
 
 
 def _page(operation_id: str, summary: str, response: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +164,7 @@ def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int) -> dict
                  "description": "Rolling-window statistics over trading prices, in constant "
                  "time. Every error is {\"detail\": \"...\"} JSON with a 4xx status (507 for "
                  "a full disk)."},
-        "paths": {
+        "paths": {path: _with_head(item) for path, item in {
             # Existing clients call both spellings: both are the same endpoint.
             "/add_batch/": _add_batch("add_batch", max_batch, max_body_bytes),
             "/add_batch": _add_batch("add_batch_without_slash", max_batch, max_body_bytes),
@@ -173,6 +184,6 @@ def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int) -> dict
                         _text("HTML page", "text/html")),
             "/docs": _page("docs", "Interactive documentation (Swagger UI, served locally)",
                            _text("HTML page", "text/html")),
-        },
+        }.items()},
         "components": _components(max_batch),
     }

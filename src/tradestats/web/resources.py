@@ -153,7 +153,3 @@ class PricesResource:
 class HealthResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": messages.HEALTH_OK}
-
-    def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
-        # Load balancers probe with HEAD; the body is dropped by the server.
-        self.on_get(req, resp)

@@ -1,9 +1,9 @@
-"""gunicorn worker classes as tradestats runs them, each fixed where the stock one fails us.
+"""gunicorn worker classes for ``--server gunicorn`` (servers/gunicorn.py), each fixed where the
+stock one fails us; neither is hardened against hostile clients (the README says why).
 
-* ``buffered.BufferedWorker`` (the default): gunicorn's gthread loop without its threads; reads
-  each request whole before serving it and writes without blocking (``framing.py`` tells when a
-  request is whole). Hardened against hostile clients; stops on every signal without a hang.
 * ``meinheld.MeinheldWorker``: meinheld's greenlet worker (imported only when chosen).
+* ``gthread.ThreadWorker``: gunicorn's thread-pool worker.
 
-Both die with their master (``lifecycle.die_with_master``), so no worker outlives it.
+Both die with their master (``servers/lifecycle.die_with_master``); gthread answers gunicorn's
+own errors as JSON (``json_errors.py``; meinheld parses and answers them itself).
 """

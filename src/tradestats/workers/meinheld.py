@@ -20,7 +20,7 @@ from gunicorn.workers.base import Worker
 from meinheld import server as meinheld_server
 from meinheld.gmeinheld import MeinheldWorker as StockMeinheldWorker
 
-from tradestats.workers.lifecycle import die_with_master
+from tradestats.servers.lifecycle import die_with_master
 
 
 class MeinheldErrorLog:

@@ -1,4 +1,4 @@
-"""What every tradestats worker does about its own life, whatever its class."""
+"""What every tradestats worker process does about its own life, whatever serves HTTP."""
 from __future__ import annotations
 
 import ctypes
