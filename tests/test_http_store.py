@@ -17,6 +17,7 @@ import numpy as np
 from conftest import ServerProcess, serve_command, stop_cleanly
 from engine_reference import check_stats
 from test_http import assert_added, assert_error, get_stats, post_batch
+from tradestats.web.metrics import FLUSH_SECONDS
 from tradestats import Stats, messages
 from tradestats.engine import _make_stats
 
@@ -221,7 +222,11 @@ def test_metrics_count_every_worker_once_and_survive_a_worker_kill(server_kind, 
             ("tradestats_prices_held", ()): min(count, 1000),
             ("tradestats_prices_received_total", ()): count,
         }
-        first = scrape(server)
+        # Each worker moves its request counts to the shared files within FLUSH_SECONDS.
+        deadline = time.monotonic() + 10 * FLUSH_SECONDS
+        while (first := scrape(server)) and time.monotonic() < deadline and \
+                {key: first.get(key) for key in expected} != expected:
+            time.sleep(FLUSH_SECONDS / 4)
         assert {key: first.get(key) for key in expected} == expected
         os.kill(server.worker_pids()[0], signal.SIGKILL)
         deadline = time.monotonic() + 20
@@ -249,9 +254,13 @@ def test_a_worker_that_exits_leaves_the_shared_directories_alone(server_kind, tm
                 set(server.worker_pids()) & before == before or len(server.worker_pids()) < 2):
             time.sleep(0.1)
         time.sleep(0.5)
+        posts = ("tradestats_http_requests_total",
+                 (("method", "POST"), ("route", "/add_batch/"), ("status", "200")))
         for _ in range(6):   # both workers, old and new, still read the data and count
             check_symbol(server, "E", 100)
-            assert scrape(server)[("tradestats_batches_ingested_total", ())] == 1
+            counted = scrape(server)
+            assert counted[("tradestats_batches_ingested_total", ())] == 1
+            assert counted[posts] == 1  # the stopped worker moved its request counts first
         assert_added(post_batch(server, "E", unique_stream(100, 110)))
         check_symbol(server, "E", 110)
     finally:

@@ -548,3 +548,28 @@ def test_prices_invalid_n(client, query):
                                                ("symbol=NOPE&n=3", "Symbol NOPE not found")])
 def test_prices_symbol_errors(client, query, detail):
     assert_error(client.simulate_get("/prices/", query_string=query), 400, detail)
+
+
+def test_bulk_observation_equals_prometheus_observe():
+    """metrics.observe_all writes prometheus_client's histogram internals: the result must be
+    what observe() gives, value by value, bucket bounds included."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from tradestats.web.metrics import LATENCY_BUCKETS, observe_all
+
+    rng = random.Random(7)
+    values = [rng.choice([*LATENCY_BUCKETS, 0.0, 2.0]) for _ in range(300)]
+    values += [rng.uniform(0, 1.5) for _ in range(300)]
+    histograms = [Histogram("h", "h", ["route"], buckets=LATENCY_BUCKETS,
+                            registry=CollectorRegistry()) for _ in range(2)]
+    for value in values:
+        histograms[0].labels("r").observe(value)
+    observe_all(histograms[1].labels("r"), values[:250])
+    observe_all(histograms[1].labels("r"), values[250:])
+    by_observe, by_bulk = ([(s.name, s.labels, s.value) for s in h.collect()[0].samples
+                            if not s.name.endswith("_created")] for h in histograms)
+    assert [sample[:2] for sample in by_observe] == [sample[:2] for sample in by_bulk]
+    for one, other in zip(by_observe, by_bulk):
+        assert one[2] == pytest.approx(other[2], rel=1e-12)

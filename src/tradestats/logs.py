@@ -38,19 +38,33 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+class DropMessages(logging.Filter):
+    """Drops records whose message starts with one of ``prefixes``: a server's advice about a
+    setting tradestats chose on purpose would alert operators on every start."""
+
+    def __init__(self, prefixes: list[str]) -> None:
+        super().__init__()
+        self._prefixes = tuple(prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._prefixes)
+
+
 def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
     return logging.Formatter(TEXT_FORMAT, TEXT_DATE_FORMAT)
 
 
-def dict_config(log_format: str, level: str, server_loggers: tuple[str, ...] = ()) -> dict[str, Any]:
+def dict_config(log_format: str, level: str, server_loggers: tuple[str, ...] = (),
+                dropped: tuple[str, ...] = ()) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` document: ours and the server's loggers (``server_loggers``)
-    on stderr in one format; access lines at INFO whatever ``level`` says (asking for them with
-    --access-log is the decision)."""
+    on stderr in one format, without the messages starting with ``dropped``; access lines at
+    INFO whatever ``level`` says (asking for them with --access-log is the decision)."""
     text = {"format": TEXT_FORMAT, "datefmt": TEXT_DATE_FORMAT}
     chosen = {"()": "tradestats.logs.JsonFormatter"} if log_format == "json" else text
-    handler = {"class": "logging.StreamHandler", "formatter": "chosen", "stream": "ext://sys.stderr"}
+    handler = {"class": "logging.StreamHandler", "formatter": "chosen", "stream": "ext://sys.stderr",
+               "filters": ["dropped"]}
     loggers = {name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
                for name in ("tradestats", *server_loggers)}
     loggers[ACCESS_LOGGER] = {"handlers": ["stderr"], "level": "INFO", "propagate": False}
@@ -58,6 +72,7 @@ def dict_config(log_format: str, level: str, server_loggers: tuple[str, ...] = (
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"chosen": chosen},
+        "filters": {"dropped": {"()": "tradestats.logs.DropMessages", "prefixes": list(dropped)}},
         "handlers": {"stderr": handler},
         "loggers": loggers,
     }

@@ -34,6 +34,8 @@ from tradestats.servers.lifecycle import die_with_master
 
 #: granian's own loggers (its Rust core logs as ``_granian``).
 GRANIAN_LOGGERS = ("_granian", "granian", "granian.access")
+#: granian's advice against more app threads than cores: the threads are deliberate (above).
+GRANIAN_ADVICE_DROPPED = ("Configuration allows spawning up to",)
 log = logging.getLogger("tradestats.server")
 
 
@@ -110,7 +112,8 @@ def granian_server(settings: ServeSettings) -> Server:
         ),
         log_enabled=True,
         log_level=LogLevels(settings.log_level),
-        log_dictconfig=dict_config(settings.log_format, settings.log_level, GRANIAN_LOGGERS),
+        log_dictconfig=dict_config(settings.log_format, settings.log_level, GRANIAN_LOGGERS,
+                                   GRANIAN_ADVICE_DROPPED),
         log_access=False,  # web/access_log.py writes ours, with the latency the app measured
         ssl_cert=settings.ssl_certfile,
         ssl_key=settings.ssl_keyfile,

@@ -1,14 +1,29 @@
 """GET /metrics: Prometheus text format.
 
+A request only appends its figures to a queue (one atomic ``deque.append``, no lock); a thread
+per process moves them into prometheus_client's metrics every ``FLUSH_SECONDS``, and a scrape
+first moves its own process' queue. Why: prometheus_client takes a lock per update (one lock
+for all metrics in multiprocess mode), and with the app's threads (servers/granian.py) lock
+convoys under the GIL halved GET /stats/ throughput (18 k against 36 k req/s at 16
+connections, measured). A worker killed by SIGKILL loses at most its last FLUSH_SECONDS of
+request counts; one stopped by SIGTERM or SIGINT loses nothing. Batch and price counts are
+written at once.
+
 Request counts and latencies are per process; under tradestats-serve (``PROMETHEUS_MULTIPROC_DIR``
 set by the server) prometheus_client's multiprocess mode keeps them in files that every worker's
-scrape sums, so a scrape on any worker covers all of them and a worker that dies or restarts
-loses nothing it counted. What the store holds (symbols, prices, rebuilds, roll-backs) is read
+scrape sums, so a scrape on any worker covers all of them and a worker that restarts keeps
+what it counted. What the store holds (symbols, prices, rebuilds, roll-backs) is read
 from the shared store itself at scrape time: no process keeps a copy that could disagree.
 """
 from __future__ import annotations
 
+import atexit
+import bisect
+import collections
+import logging
+import multiprocessing.util
 import os
+import threading
 import time
 
 import falcon
@@ -23,6 +38,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 1.0)
 UNMATCHED_ROUTE = "unmatched"
+#: How often recorded figures reach prometheus_client's metrics (the shared files).
+FLUSH_SECONDS = 0.1
+log = logging.getLogger("tradestats.metrics")
 
 
 class StoreCollector:
@@ -70,6 +88,20 @@ def cached_pid() -> int:
     return _pid
 
 
+def observe_all(histogram, observed: list[float]) -> None:
+    """``histogram.observe(x)`` for every x, with one update per bucket instead of two per value.
+
+    prometheus_client has no bulk observe; this writes the labelled histogram's own per-bucket
+    values and sum (``_upper_bounds``, ``_buckets``, ``_sum``: what its ``observe`` writes,
+    unchanged since 0.4; tests/test_web.py compares the result with ``observe``'s).
+    """
+    bounds = histogram._upper_bounds
+    for index, count in collections.Counter(
+            bisect.bisect_left(bounds, seconds) for seconds in observed).items():
+        histogram._buckets[index].inc(count)
+    histogram._sum.inc(sum(observed))
+
+
 class Metrics:
     def __init__(self, store) -> None:
         self.registry = CollectorRegistry()
@@ -90,12 +122,58 @@ class Metrics:
         if multiprocess:
             MultiProcessCollector(self.registry)
         self.registry.register(StoreCollector(store))
+        self._pending: collections.deque = collections.deque()
+        self._flush_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+
+    def request_answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._pending.append((route, method, status, seconds))
+        self._ensure_flusher()
 
     def batch_added(self, count: int) -> None:
+        # Written at once: a batch is rare next to the GETs, and its count must survive a kill.
         self.batches.inc()
         self.prices.inc(count)
 
+    def flush(self) -> None:
+        """Move every recorded figure into the metrics: few updates per distinct label."""
+        with self._flush_lock:
+            requests: collections.Counter = collections.Counter()
+            latencies: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+            pending = self._pending
+            while pending:
+                route, method, status, seconds = pending.popleft()
+                requests[route, method, str(status)] += 1
+                latencies[route, method].append(seconds)
+            for labels, count in requests.items():
+                self.requests.labels(*labels).inc(count)
+            for labels, observed in latencies.items():
+                observe_all(self.latency.labels(*labels), observed)
+
+    def _ensure_flusher(self) -> None:
+        # Started by the first request, in the worker process itself (a thread does not
+        # survive a fork).
+        if self._flusher is None:
+            with self._flush_lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_forever,
+                                                     name="tradestats-metrics", daemon=True)
+                    self._flusher.start()
+                    # A worker that stops gracefully moves what is left: gunicorn's workers
+                    # exit through atexit, granian's (multiprocessing) through its finalizers.
+                    atexit.register(self.flush)
+                    multiprocessing.util.Finalize(None, self.flush, exitpriority=10)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the metrics must never stop being moved
+                log.exception("moving request metrics failed")
+
     def exposition(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
 
 
@@ -111,11 +189,11 @@ class MetricsMiddleware:
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
                          req_succeeded: bool) -> None:
         started = getattr(req.context, "metrics_started", None)
-        route = req.uri_template or UNMATCHED_ROUTE
+        if started is None:  # the request never reached process_request
+            return
         method = req.method if req.method in falcon.COMBINED_METHODS else "other"
-        self._metrics.requests.labels(route, method, str(resp.status_code)).inc()
-        if started is not None:
-            self._metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+        self._metrics.request_answered(req.uri_template or UNMATCHED_ROUTE, method,
+                                       resp.status_code, time.perf_counter() - started)
 
 
 class MetricsResource:
