@@ -16,7 +16,7 @@ from tradestats.web.errors import out_of_resources, serialize_error
 from tradestats.web.metrics import Metrics, MetricsMiddleware, MetricsResource
 from tradestats.web.openapi import openapi_document
 from tradestats.web.page import PAGE_FILES, PageResource
-from tradestats.web.protocol import ExactPaths, ProtocolCheck
+from tradestats.web.protocol import ProtocolCheck
 from tradestats.web.resources import (
     AddBatchResource,
     HealthResource,
@@ -52,7 +52,7 @@ def create_app(
     shared_store = SerializedStore(store)
     metrics = Metrics(store)
 
-    middleware = [MetricsMiddleware(metrics), ProtocolCheck(), ExactPaths()]
+    middleware = [MetricsMiddleware(metrics), ProtocolCheck()]
     if access_log:
         middleware.append(AccessLog())
     app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=middleware)

@@ -163,15 +163,14 @@ def parse_batch(document: Any, max_batch: int) -> tuple[str, list]:
 
 # --- query parameters ----------------------------------------------------------------------------
 
-_ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def strict_integer(req: falcon.Request, name: str, low: int, high: int) -> int | None:
     """The parameter as an integer in low..high, or None. ASCII digits only: Python's int() (and
     so Falcon's) also takes a sign, spaces, underscores and non-ASCII digits, which a client
     sending them almost certainly did not mean. A repeated parameter is ambiguous: None."""
-    values = req.get_param_as_list(name)
-    if not values or len(values) != 1 or not _ASCII_DIGITS.fullmatch(values[0]):
+    text = req.params.get(name)  # a list when the parameter is repeated
+    if not isinstance(text, str) or len(text) > 9 or not (text.isascii() and text.isdigit()):
         return None
-    value = int(values[0])
+    value = int(text)
     return value if low <= value <= high else None

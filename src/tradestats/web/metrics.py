@@ -38,6 +38,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 1.0)
 UNMATCHED_ROUTE = "unmatched"
+#: Where a request's start time waits for its response (the WSGI environ).
+STARTED = "tradestats.started"
 #: How often recorded figures reach prometheus_client's metrics (the shared files).
 FLUSH_SECONDS = 0.1
 log = logging.getLogger("tradestats.metrics")
@@ -184,11 +186,12 @@ class MetricsMiddleware:
         self._metrics = metrics
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.metrics_started = time.perf_counter()
+        # In the WSGI environ, not req.context: that object is made on first use, per request.
+        req.env[STARTED] = time.perf_counter()
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource,
                          req_succeeded: bool) -> None:
-        started = getattr(req.context, "metrics_started", None)
+        started = req.env.get(STARTED)
         if started is None:  # the request never reached process_request
             return
         method = req.method if req.method in falcon.COMBINED_METHODS else "other"

@@ -14,7 +14,13 @@ IDENTITY_CODINGS = frozenset({"", "identity"})
 
 
 class ProtocolCheck:
+    """One middleware for every check (each middleware call costs every request a little)."""
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if "//" in req.path:
+            # Only the exact paths are routed: Falcon's router skips empty segments, so
+            # ``//stats/`` would otherwise reach ``/stats/``.
+            raise falcon.HTTPNotFound()
         protocol = req.env.get("SERVER_PROTOCOL", "HTTP/1.1")
         if protocol not in SUPPORTED_PROTOCOLS:
             # 400, not 505: a malformed request is the client's error (issue #9: no 5xx for input).
@@ -30,12 +36,3 @@ class ProtocolCheck:
             # A gzip body read as plain JSON would be refused for the wrong reason, or worse.
             raise falcon.HTTPUnsupportedMediaType(
                 description=messages.CONTENT_ENCODING_UNSUPPORTED.format(coding=coding))
-
-
-class ExactPaths:
-    """Only the exact paths are routed: Falcon's router skips empty segments, so ``//stats/``
-    would otherwise reach ``/stats/``."""
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if "//" in req.path:
-            raise falcon.HTTPNotFound()
