@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from urllib.parse import urlencode
 
 import numpy as np
@@ -190,6 +191,14 @@ def test_missing_symbol(server, path):
 def test_symbol_never_added(server):
     symbol = fresh_symbol("NEVER")
     assert_error(get_stats(server, symbol, 1), 400, f"Symbol {symbol} not found")
+
+
+@pytest.mark.parametrize("symbol", ["L" * 1400, "A\x01B", "x" * 65])
+@pytest.mark.parametrize("path", ["/stats/?symbol={}&k=1", "/prices/?symbol={}&n=1"])
+def test_a_queried_symbol_no_batch_could_name_is_not_found(server, symbol, path):
+    """Issue #16: a 1,400-character symbol in a query was a 500 (its file name too long)."""
+    reply = server.request("GET", path.format(urllib.parse.quote(symbol)))
+    assert_error(reply, 400, f"Symbol {symbol} not found")
 
 
 def test_not_enough_data_points(server):

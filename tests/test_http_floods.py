@@ -6,7 +6,6 @@ alone. Running out of descriptors or memory leaves the worker serving.
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import select
@@ -20,7 +19,6 @@ import pytest
 from conftest import ServerProcess, stop_cleanly
 from hostile import (
     HARDENED_SERVERS,
-    SERVER_ARGS,
     assert_nothing_stored,
     batch,
     connect,
@@ -48,11 +46,12 @@ def hardened_server(request, tmp_path_factory):
     stop_hardened(server)
 
 
-def rss_bytes(pid: int) -> int:
+def status_bytes(pid: int, field: str) -> int:
+    """A size from /proc/PID/status: VmRSS (resident) or VmSize (address space)."""
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 def test_hundreds_of_dribbling_clients_leave_other_clients_fast(hardened_server):
@@ -203,7 +202,7 @@ def test_memory_per_connection_is_bounded(hardened_server):
     """1,000 connections each send 60 KB of a head and stop: the worker holds at most one read
     buffer each (limits.HTTP1_BUFFER_BYTES). Once, 3,000 such heads of 800 KB took 1.26 GB."""
     (worker,) = hardened_server.worker_pids()
-    before = rss_bytes(worker)
+    before = status_bytes(worker, "VmRSS")
     clients = []
     head = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 60_000
     try:
@@ -212,7 +211,7 @@ def test_memory_per_connection_is_bounded(hardened_server):
             client.sendall(head)
             clients.append(client)
         time.sleep(1.0)
-        grown = rss_bytes(worker) - before
+        grown = status_bytes(worker, "VmRSS") - before
         assert hardened_server.request("GET", "/health").status == 200
     finally:
         for client in clients:
@@ -293,11 +292,6 @@ def test_out_of_descriptors_queues_connections_and_keeps_serving(tmp_path):
         assert "Too many open files" not in server.log
     finally:
         stop_hardened(server)
-def virtual_memory_bytes(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmSize")
 
 
 def test_out_of_memory_is_503_and_leaves_every_symbol_usable(tmp_path):
@@ -312,7 +306,7 @@ def test_out_of_memory_is_503_and_leaves_every_symbol_usable(tmp_path):
     probe = ServerProcess("granian", (*args, "--ephemeral"), tmp_path / "probe.log", env=env)
     try:
         assert probe.request("GET", "/health").status == 200
-        baseline = virtual_memory_bytes(probe.worker_pids()[0])
+        baseline = status_bytes(probe.worker_pids()[0], "VmSize")
     finally:
         stop_cleanly(probe)
     one_symbol = symbol_file_size(8, limits.DEFAULT_MAX_BATCH)

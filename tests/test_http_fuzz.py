@@ -7,7 +7,6 @@ Bounded in time: ``TRADESTATS_FUZZ_REQUESTS`` mutated requests (default 1500) fr
 """
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os

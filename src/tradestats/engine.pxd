@@ -23,6 +23,7 @@ cdef class SymbolStats:
     cdef int fd
     cdef readonly object path      # the symbol file, or None
     cdef object _thread_lock       # with the file's lock: one writer per symbol
+    cdef int _owner_pid            # the process whose open file description self.fd is
     cdef bint _sync                # fdatasync before a batch is acknowledged
 
     cdef int _append(self, const double* values, Py_ssize_t n) except -1
@@ -41,6 +42,7 @@ cdef class SymbolStats:
                              double* var) noexcept
     cdef int _snapshot(self, Snapshot* out) except -1
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
+    cdef int _own_description(self) except -1
     cdef int _recover_if_torn(self) except -1
     cdef int _reserve_disk(self, Py_ssize_t n) except -1
     cdef void _publish(self, uint64_t generation) noexcept

@@ -495,6 +495,7 @@ cdef class SymbolStats:
         self.path = path
         self._sync = sync
         self._thread_lock = threading.Lock()
+        self._owner_pid = getpid()
         self.h = &f.state[f.generation & 1]
         self.ring = <double*>(base + f.ring_offset)
         self.low_slots = <uint32_t*>(base + f.lows_offset)
@@ -590,6 +591,7 @@ cdef class SymbolStats:
             ts_fence_acquire()
             if ts_load_relaxed(&f.generation) == g:
                 return out
+        self._own_description()
         with self._thread_lock:   # writers never paused: queue up with them
             lock_file(self.fd, True)
             try:
@@ -602,6 +604,7 @@ cdef class SymbolStats:
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""
         if self.file is NULL:
             return False
+        self._own_description()
         with self._thread_lock:
             lock_file(self.fd, True)
             try:
@@ -623,6 +626,7 @@ cdef class SymbolStats:
                 f"({f.slack}, fixed when the store was created)")
         if n == 0:
             return 0
+        self._own_description()
         with self._thread_lock:
             lock_file(self.fd, True)
             try:
@@ -643,6 +647,22 @@ cdef class SymbolStats:
                     raise OSError(errno_value(), f"cannot sync {self.path}", str(self.path))
             finally:
                 lock_file(self.fd, False)
+        return 0
+
+    cdef int _own_description(self) except -1:
+        """Before taking the writers' lock: a process forked from the one that opened the file
+        shares its open file description, and an OFD lock belongs to the description, so parent
+        and child would both hold it at once and lose each other's batches. The first lock in a
+        new process reopens the file (a description, and a lock, of its own) and replaces the
+        thread lock (another thread may have held it at the fork)."""
+        cdef int pid = getpid()
+        if pid == self._owner_pid:
+            return 0
+        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        os.close(self.fd)   # the parent's description lives on in the parent
+        self.fd = fd
+        self._thread_lock = threading.Lock()
+        self._owner_pid = pid
         return 0
 
     cdef int _recover_if_torn(self) except -1:
@@ -709,6 +729,7 @@ cdef class SymbolStats:
     cdef int _snapshot(self, Snapshot* out) except -1:
         if self._read_snapshot(out):
             return 0
+        self._own_description()
         with self._thread_lock:   # writers never paused: queue up with them
             lock_file(self.fd, True)
             memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))

@@ -19,16 +19,19 @@ Guarantees and limits (the symbol files themselves: layout.pxd):
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import string
 import threading
+import weakref
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote_to_bytes
 
 from tradestats import limits
 from tradestats.engine import (
+    DiskFullError,
     StoreFormatError,
     SymbolStats,
     TooManySymbolsError,
@@ -67,6 +70,21 @@ def decode_symbol(parts: tuple[str, ...]) -> str:
     return unquote_to_bytes("".join(parts)).decode("utf-8")
 
 
+#: errno values that mean the file system has no room (blocks, inodes, quota).
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+#: Every open directory in this process, for the fork hook below.
+_OPEN_DIRECTORIES: "weakref.WeakSet[SymbolDirectory]" = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:
+    for directory in list(_OPEN_DIRECTORIES):
+        directory._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_locks_after_fork)
+
+
 class SymbolDirectory:
     """One store directory (see the module doc); SymbolStats does the rest in each file."""
 
@@ -79,6 +97,11 @@ class SymbolDirectory:
         with self._locked():
             self.max_batch = self._check_or_write_meta(max_batch)
             self._remove_leftovers()
+        self._thread_lock = threading.Lock()
+        _OPEN_DIRECTORIES.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread of the parent may have held the lock at the fork: it would stay held.
         self._thread_lock = threading.Lock()
 
     # -- the store's metadata ------------------------------------------------------------------
@@ -155,6 +178,16 @@ class SymbolDirectory:
         return _open_symbol_file(path, symbol.encode(), self.max_k, self.max_batch, self.sync)
 
     def _create(self, symbol: str, path: Path, max_symbols: int) -> None:
+        try:
+            self._create_locked(symbol, path, max_symbols)
+        except OSError as error:
+            if error.errno in NO_SPACE and not isinstance(error, DiskFullError):
+                # No block or no inode for the new file: the disk is full for this symbol.
+                raise DiskFullError(error.errno, f"no space for a new symbol file: "
+                                    f"{error.strerror}", str(path)) from error
+            raise
+
+    def _create_locked(self, symbol: str, path: Path, max_symbols: int) -> None:
         with self._thread_lock, self._locked():
             if path.exists():  # another process or thread was first
                 return

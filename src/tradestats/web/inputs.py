@@ -142,6 +142,13 @@ def validate_symbol(symbol: Any) -> str:
     return symbol
 
 
+def could_be_a_symbol(symbol: str) -> bool:
+    """What a batch may name (validate_symbol): a query naming anything else names no symbol,
+    and must never reach the store (a 1,400-character name is longer than a file name may be)."""
+    return (len(symbol) <= limits.MAX_SYMBOL_LENGTH
+            and not _FORBIDDEN_SYMBOL_CHARACTERS.search(symbol))
+
+
 def validate_values(values: Any, max_batch: int) -> list:
     """Only the shape: whether each element is a usable price is the engine's call."""
     if not isinstance(values, list):

@@ -18,6 +18,7 @@ from tradestats import (
 )
 from tradestats.web.errors import bad_request
 from tradestats.web.inputs import (
+    could_be_a_symbol,
     decode_json_body,
     parse_batch,
     read_bounded_body,
@@ -133,6 +134,8 @@ def required_symbol(req: falcon.Request) -> str:
     symbol = req.get_param("symbol")
     if not symbol:
         bad_request(messages.MISSING_SYMBOL)
+    if not could_be_a_symbol(symbol):
+        bad_request(messages.SYMBOL_NOT_FOUND.format(symbol=symbol))
     return symbol
 
 
