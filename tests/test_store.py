@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,8 @@ def filled_store(tmp_path) -> Path:
     ("meta-version", {"max_k": 2}, "format version 2"),
     ("meta-garbage", {"max_k": 2}, "corrupt"),
     ("meta-missing", {"max_k": 2}, "missing"),
+    ("meta-k-text", {"max_k": 2}, "max_k is '2', not a positive integer"),
+    ("meta-batch-true", {"max_k": 2}, "max_batch is True, not a positive integer"),
     ("file-magic", {"max_k": 2}, "bad magic number"),
     ("file-version", {"max_k": 2}, "format version 7"),
     ("file-truncated", {"max_k": 2}, "truncated"),
@@ -152,6 +155,10 @@ def test_an_unusable_store_is_refused_and_left_alone(filled_store, spoil, open_a
         (filled_store / "tradestats-store.json").write_text("{")
     elif spoil == "meta-missing":
         (filled_store / "tradestats-store.json").unlink()
+    elif spoil in ("meta-k-text", "meta-batch-true"):
+        meta = json.loads((filled_store / "tradestats-store.json").read_text())
+        wrong = {"max_k": "2"} if spoil == "meta-k-text" else {"max_batch": True}
+        (filled_store / "tradestats-store.json").write_text(json.dumps({**meta, **wrong}))
     elif spoil == "file-magic":
         with open(sym, "r+b") as f:
             f.write(b"NOTSTATS")
@@ -174,6 +181,28 @@ def test_an_unusable_store_is_refused_and_left_alone(filled_store, spoil, open_a
     assert reason in str(info.value)
     assert str(filled_store) in str(info.value.path)
     assert tree_bytes(filled_store) == before
+
+
+def test_stray_files_are_ignored_with_one_warning_each(filled_store, caplog):
+    """Issue #16: '%FF.sym' (not UTF-8), '%zz.sym' (not an escape) and '%41.sym' (beside A.sym)
+    broke listing and creation; they are no symbols' files: ignored, named once, left alone."""
+    strays = ["%FF.sym", "%zz.sym", "%41.sym", "sub/%E2%82.sym"]
+    for name in strays:
+        (filled_store / "symbols" / name).parent.mkdir(exist_ok=True)
+        (filled_store / "symbols" / name).write_bytes(b"not a symbol file")
+    with caplog.at_level("WARNING", logger="tradestats.storage"):
+        store = Store(max_symbols=3, max_k=2, path=filled_store)
+        assert list(store) == ["A"] and len(store) == 1
+        store.add("%zz", [1.0])            # the symbols those names might be mistaken for
+        store.add("\u00ff", [2.0])
+        assert sorted(store) == ["%zz", "A", "\u00ff"]
+        assert store.stats("A", 1).last == 149.0
+        list(store)
+    warned = [record.getMessage() for record in caplog.records]
+    for name in strays:
+        assert sum(name in line for line in warned) == 1, (name, warned)
+    for name in strays:  # left as they were
+        assert (filled_store / "symbols" / name).read_bytes() == b"not a symbol file"
 
 
 # --- the symbol limit across processes --------------------------------------------------------
@@ -251,6 +280,36 @@ def test_children_forked_after_the_open_lose_no_batch(tmp_path, round_):
     for writer in range(1, 5):                                  # each writer's in its order
         mine = [run[0] for run in runs if writer * 1e6 <= run[0] < (writer + 1) * 1e6]
         assert mine == sorted(mine)
+
+
+def _add_positions(path, seconds):
+    """Batches whose prices are their positions: the last price is always count - 1."""
+    store = Store(max_symbols=5, max_k=3, path=path)
+    count, deadline = len(store["POS"]), time.monotonic() + seconds
+    rng = random.Random(5)
+    while time.monotonic() < deadline:
+        size = rng.randint(1, 50)
+        store.add("POS", [float(p) for p in range(count, count + size)])
+        count += size
+
+
+def test_symbols_pairs_count_and_last_of_one_commit(tmp_path):
+    """Issue #16: /symbols paired the count of one commit with the last price of the next (156
+    of 75,866 entries under a concurrent writer)."""
+    store = Store(max_symbols=5, max_k=3, path=tmp_path)
+    store.add("POS", [0.0])
+    writer = multiprocessing.get_context("spawn").Process(target=_add_positions,
+                                                          args=(tmp_path, 3.0))
+    writer.start()
+    try:
+        checked = 0
+        while writer.is_alive() or checked == 0:
+            (entry,) = store.symbols()
+            assert entry["last"] == entry["count"] - 1, entry
+            checked += 1
+    finally:
+        writer.join(30)
+    assert writer.exitcode == 0 and checked > 1000
 
 
 def unique_stream(seed: int, n: int) -> np.ndarray:
@@ -480,3 +539,23 @@ def test_a_batch_larger_than_the_slack_is_refused(tmp_path):
     with pytest.raises(ValueError, match="at once"):
         store.add("A", [1.0] * 101)
     assert len(store["A"]) == 0
+
+
+@pytest.mark.parametrize(("shared_group", "file_mode", "dir_mode"),
+                         [(False, 0o600, 0o700), (True, 0o660, 0o770)])
+def test_what_the_store_creates_is_private_unless_shared_with_the_group(
+        tmp_path, shared_group, file_mode, dir_mode):
+    """Issue #16: at umask 000 any local user could rewrite the metadata or delete a symbol."""
+    old_umask = os.umask(0)
+    try:
+        store = Store(max_k=1, path=tmp_path / "data", shared_group=shared_group)
+        store.add("A", [1.0])
+        store.add("\u00e9" * 100, [2.0])  # 600 encoded bytes: its file nests in folders
+    finally:
+        os.umask(old_umask)
+    root = tmp_path / "data"
+    made = [root, *root.rglob("*")]
+    for path in made:
+        expected = dir_mode if path.is_dir() else file_mode
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert any(path.parent != root / "symbols" and path.suffix == ".sym" for path in made)

@@ -71,6 +71,8 @@ class SymbolStats:
     @property
     def last(self) -> Optional[float]:
         """The most recent price, or None before the first."""
+    def count_and_last(self) -> tuple[int, Optional[float]]:
+        """(prices added, the most recent price or None), both of one commit."""
     def prices(self, n: int) -> "array[float]":
         """The last n prices (fewer if fewer are held), oldest first, in one copy."""
     def recover(self) -> bool:
@@ -90,7 +92,8 @@ class Store:
     ``path`` in memory-mapped files shared by every process that opens the directory."""
     def __init__(self, max_symbols: int = 10, max_k: int = 8,
                  path: Union[str, "os.PathLike[str]", None] = None, *,
-                 max_batch: Optional[int] = None, sync: bool = False) -> None: ...
+                 max_batch: Optional[int] = None, sync: bool = False,
+                 shared_group: bool = False) -> None: ...
     @property
     def path(self) -> Optional[Path]: ...
     @property

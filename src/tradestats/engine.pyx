@@ -570,11 +570,15 @@ cdef class SymbolStats:
     @property
     def last(self):
         """The most recent price, or None before the first."""
+        return self.count_and_last()[1]
+
+    def count_and_last(self):
+        """(prices added, the most recent price or None), both of one commit."""
         cdef Snapshot snap
         if self.file is NULL:
-            return self.ring[newest_slot(self.h)] if self.h.count else None
+            return self.h.count, (self.ring[newest_slot(self.h)] if self.h.count else None)
         self._snapshot(&snap)
-        return snap.last if snap.count else None
+        return snap.count, (snap.last if snap.count else None)
 
     def prices(self, n):
         """The last n prices (fewer if fewer are held), oldest first, as array('d'), in one copy."""
@@ -952,11 +956,12 @@ cdef class Store:
     committed whole or not at all even if its writer is killed, and the data outlives every
     process. ``max_batch`` (file stores) is the largest batch, fixed when DIR is created
     (default 10,000); ``sync=True`` also makes every batch durable against power loss before
-    `add` returns.
+    `add` returns. What a file store creates is private to its owner (0600/0700) unless
+    ``shared_group=True`` (0660/0770).
     """
 
     def __cinit__(self, max_symbols=DEFAULT_MAX_SYMBOLS, max_k=DEFAULT_MAX_K, path=None, *,
-                  max_batch=None, sync=False):
+                  max_batch=None, sync=False, shared_group=False):
         self.max_symbols = integer_in_range("max_symbols", max_symbols, 1, INT_MAX)
         self.max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
         self._symbols = {}
@@ -964,7 +969,7 @@ cdef class Store:
         if path is not None:
             from tradestats.storage import SymbolDirectory
             self._directory = SymbolDirectory(path, max_k=self.max_k, max_batch=max_batch,
-                                              sync=bool(sync))
+                                              sync=bool(sync), shared_group=bool(shared_group))
 
     @property
     def path(self):
@@ -1006,9 +1011,12 @@ cdef class Store:
         return self[symbol].prices(n)
 
     def symbols(self):
-        """Every symbol with its count and last price, sorted by symbol."""
-        return [{"symbol": symbol, "count": len(self[symbol]), "last": self[symbol].last}
-                for symbol in sorted(self)]
+        """Every symbol with its count and last price (of one commit), sorted by symbol."""
+        listed = []
+        for symbol in sorted(self):
+            count, last = self[symbol].count_and_last()
+            listed.append({"symbol": symbol, "count": count, "last": last})
+        return listed
 
     def recover(self):
         """Open every symbol and roll back any torn batch; the symbols that had one."""

@@ -92,6 +92,8 @@ STORE_PERSISTENT = "kept across restarts"
 STORE_EPHEMERAL = "ephemeral: removed when the server stops"
 DURABILITY_PROCESS = "a batch survives any process crash"
 DURABILITY_SYNC = "synced: a batch survives power loss"
+STRAY_FILE = ("{path}: not a symbol file name this store writes (ignored, left as it is; "
+              "remove it or rename it to its symbol's encoding)")
 STORE_REFUSED = "tradestats-serve: cannot use the data directory: {error}"
 DISK_FULL = (
     "Insufficient storage: the disk holding the data is full; nothing of the batch was stored"

@@ -49,12 +49,13 @@ class ServeSettings:
     access_log: bool = False
     log_format: str = "text"
     http: str = "1"
+    shared_group: bool = False
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
     def open_store(self) -> Store:
         return Store(max_symbols=self.max_symbols, max_k=self.max_k, path=self.data_dir,
-                     max_batch=self.max_batch, sync=self.sync)
+                     max_batch=self.max_batch, sync=self.sync, shared_group=self.shared_group)
 
     @property
     def scheme(self) -> str:
@@ -240,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ephemeral", action="store_true",
         help="keep the prices in a throwaway directory (in /dev/shm when present), removed "
         "when the server stops",
+    )
+    parser.add_argument(
+        "--shared-group", action="store_true",
+        help="make the files the server creates readable and writable by its group too (0660, "
+        "directories 0770); by default they are its user's alone (0600, 0700)",
     )
     parser.add_argument(
         "--sync", action="store_true",

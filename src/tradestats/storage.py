@@ -15,12 +15,17 @@ Guarantees and limits (the symbol files themselves: layout.pxd):
   temporary name in ``tmp/``, is renamed into place. So creation is atomic and at most
   max_symbols symbols ever exist, whichever processes race to create them.
 * With ``sync``, a new symbol's file and directory entries are fsynced before it is used.
+* What the store creates is its owner's alone (files 0600, directories 0700): prices are
+  nobody else's to read, nor the metadata anyone else's to rewrite. ``shared_group`` opens them
+  to the group as well (0660, 0770), for a group of processes run by different users. The
+  umask can narrow these further, never widen them.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import json
+import logging
 import os
 import string
 import threading
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote_to_bytes
 
-from tradestats import limits
+from tradestats import limits, messages
 from tradestats.engine import (
     DiskFullError,
     StoreFormatError,
@@ -70,6 +75,26 @@ def decode_symbol(parts: tuple[str, ...]) -> str:
     return unquote_to_bytes("".join(parts)).decode("utf-8")
 
 
+def symbol_named(parts: tuple[str, ...]) -> str | None:
+    """The symbol whose file these path parts name, or None for a name encode_symbol would never
+    write (``%FF``: not UTF-8; ``%zz``: not an escape; ``%41``: ``A`` is written as is)."""
+    try:
+        symbol = decode_symbol(parts)
+    except UnicodeDecodeError:
+        return None
+    return symbol if tuple(encode_symbol(symbol)) == parts else None
+
+
+#: Stray files already warned about in this process: one warning each.
+_warned_strays: set[Path] = set()
+
+
+log = logging.getLogger("tradestats.storage")
+
+#: Permissions of what the store creates (see the module doc), before the umask.
+PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
+GROUP_FILE_MODE, GROUP_DIR_MODE = 0o660, 0o770
+
 #: errno values that mean the file system has no room (blocks, inodes, quota).
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -88,12 +113,15 @@ os.register_at_fork(after_in_child=_reset_locks_after_fork)
 class SymbolDirectory:
     """One store directory (see the module doc); SymbolStats does the rest in each file."""
 
-    def __init__(self, path, *, max_k: int, max_batch: int | None, sync: bool) -> None:
+    def __init__(self, path, *, max_k: int, max_batch: int | None, sync: bool,
+                 shared_group: bool = False) -> None:
         self.root = Path(path)
         self.max_k = max_k
         self.sync = sync
+        self.file_mode = GROUP_FILE_MODE if shared_group else PRIVATE_FILE_MODE
+        self.dir_mode = GROUP_DIR_MODE if shared_group else PRIVATE_DIR_MODE
         for folder in (self.root, self.root / SYMBOLS_DIR, self.root / TMP_DIR):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
         with self._locked():
             self.max_batch = self._check_or_write_meta(max_batch)
             self._remove_leftovers()
@@ -122,6 +150,11 @@ class SymbolDirectory:
             stored_k, stored_batch = meta["max_k"], meta["max_batch"]
         except (ValueError, KeyError, TypeError):
             raise StoreFormatError(meta_path, "corrupt: not this store's metadata") from None
+        for field, value in (("version", version), ("max_k", stored_k),
+                             ("max_batch", stored_batch)):
+            if type(value) is not int or value < 1:
+                raise StoreFormatError(meta_path, f"corrupt: {field} is {value!r}, not a "
+                                       "positive integer")
         if kind != FORMAT:
             raise StoreFormatError(meta_path, f"not a tradestats store ({kind!r})")
         if version != VERSION:
@@ -138,7 +171,9 @@ class SymbolDirectory:
 
     def _write_atomically(self, path: Path, data: bytes) -> None:
         temporary = self.root / TMP_DIR / f"{path.name}.{os.getpid()}"
-        with open(temporary, "wb") as out:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     self.file_mode)
+        with open(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
@@ -160,11 +195,19 @@ class SymbolDirectory:
         return self.path_of(symbol).exists()
 
     def symbols(self) -> list[str]:
+        """Every symbol with a file. A file under symbols/ that no symbol would be written to is
+        not one (not counted against max_symbols either), and is left alone: one warning names
+        it."""
         base = self.root / SYMBOLS_DIR
         found = []
         for path in base.rglob("*" + SUFFIX):
             parts = path.relative_to(base).parts
-            found.append(decode_symbol((*parts[:-1], parts[-1][: -len(SUFFIX)])))
+            symbol = symbol_named((*parts[:-1], parts[-1][: -len(SUFFIX)]))
+            if symbol is not None:
+                found.append(symbol)
+            elif path not in _warned_strays:
+                _warned_strays.add(path)
+                log.warning(messages.STRAY_FILE.format(path=path))
         return sorted(found)
 
     def open(self, symbol: str, create_within: int | None = None) -> SymbolStats:
@@ -194,7 +237,8 @@ class SymbolDirectory:
             if len(self.symbols()) >= max_symbols:
                 raise TooManySymbolsError(max_symbols)
             temporary = self.root / TMP_DIR / f"{os.getpid()}-{threading.get_ident()}{SUFFIX}"
-            fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         self.file_mode)
             try:
                 _format_symbol_file(fd, symbol.encode(), self.max_k, self.max_batch, path)
                 if self.sync:
@@ -204,7 +248,7 @@ class SymbolDirectory:
                 raise
             finally:
                 os.close(fd)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folders(path.parent)
             os.rename(temporary, path)
             if self.sync:
                 self._sync_directory(path.parent)
@@ -213,12 +257,22 @@ class SymbolDirectory:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
         try:
             _lock_fd(fd)
             yield  # closing the descriptor releases its lock
         finally:
             os.close(fd)
+
+    def _make_folders(self, folder: Path) -> None:
+        """``folder`` and the folders above it up to symbols/, each with the store's mode (a
+        long symbol's file nests in folders: encode_symbol)."""
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for each in reversed(missing):
+            each.mkdir(mode=self.dir_mode, exist_ok=True)
 
     def _sync_directory(self, folder: Path) -> None:
         if not self.sync:
