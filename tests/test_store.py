@@ -6,6 +6,7 @@ names, several processes at once, SIGKILL at chosen and random moments, a full d
 """
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ from engine_reference import check_all_windows, check_stats
 from tradestats import (
     DiskFullError,
     NotEnoughDataError,
+    StorageSyncError,
     Store,
     StoreFormatError,
     TooManySymbolsError,
@@ -559,3 +561,36 @@ def test_what_the_store_creates_is_private_unless_shared_with_the_group(
         expected = dir_mode if path.is_dir() else file_mode
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
     assert any(path.parent != root / "symbols" and path.suffix == ".sym" for path in made)
+
+
+@pytest.mark.parametrize("step", [0, 1, 2], ids=["torn-mark", "data", "publish"])
+@pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC], ids=["EIO", "ENOSPC"])
+def test_a_failed_sync_stores_nothing_so_a_retry_stores_once(tmp_path, step, error):
+    """Issue #16: with sync=True a failed fdatasync was reported after the batch was published,
+    so the client's retry stored it twice. Whichever of a batch's three syncs fails, the batch
+    is undone; the retry leaves the store equal to one that never failed."""
+    from tradestats import engine
+
+    rng = np.random.default_rng(step)
+    first, batch = rng.uniform(90, 110, 150), rng.uniform(90, 110, 37)
+    failing = Store(max_k=2, path=tmp_path / "failing", sync=True)
+    clean = Store(max_k=2, path=tmp_path / "clean", sync=True)
+    for store in (failing, clean):
+        store.add("S", first)
+    engine._fail_sync(step, error)
+    try:
+        with pytest.raises(DiskFullError if error == errno.ENOSPC else StorageSyncError):
+            failing.add("S", batch)
+    finally:
+        engine._fail_sync(-1, 0)
+    assert len(failing["S"]) == len(first)
+    assert failing.prices("S", 1000).tolist() == clean.prices("S", 1000).tolist()
+    assert failing.prices("S", 1000).tolist() == first[-len(failing.prices("S", 1000)):].tolist()
+    failing.add("S", batch)          # the client's retry
+    clean.add("S", batch)
+    reopened = Store(max_k=2, path=tmp_path / "failing")
+    for store in (failing, reopened):
+        assert len(store["S"]) == len(first) + len(batch)
+        assert store.prices("S", 1000).tolist() == clean.prices("S", 1000).tolist()
+        for k in (1, 2):
+            assert store.stats("S", k).as_dict() == clean.stats("S", k).as_dict()

@@ -573,3 +573,30 @@ def test_bulk_observation_equals_prometheus_observe():
     assert [sample[:2] for sample in by_observe] == [sample[:2] for sample in by_bulk]
     for one, other in zip(by_observe, by_bulk):
         assert one[2] == pytest.approx(other[2], rel=1e-12)
+
+
+def test_a_failed_sync_is_503_with_retry_after_and_stores_nothing(tmp_path):
+    """With --sync, a batch the disk did not confirm is undone (test_store.py) and answered 503:
+    the client's retry then stores it once."""
+    import errno
+
+    from tradestats import engine
+
+    client = testing.TestClient(create_app(Store(max_k=1, path=tmp_path, sync=True)))
+    first = {"symbol": "S", "values": [float(n) for n in range(10)]}
+    assert client.simulate_post("/add_batch/", json=first).status_code == 200
+    engine._fail_sync(1, errno.EIO)  # the batch's data sync
+    try:
+        reply = client.simulate_post("/add_batch/", json={"symbol": "S", "values": [99.0]})
+    finally:
+        engine._fail_sync(-1, 0)
+    assert reply.status_code == 503 and reply.headers["Retry-After"] == str(
+        limits.RETRY_AFTER_SECONDS)
+    assert reply.json == {"detail": messages.SYNC_FAILED}
+    prices = client.simulate_get("/prices/", params={"symbol": "S", "n": "100"}).json["prices"]
+    assert prices == first["values"]
+    retry = client.simulate_post("/add_batch/", json={"symbol": "S", "values": [99.0]})
+    assert retry.status_code == 200
+    prices = client.simulate_get("/prices/", params={"symbol": "S", "n": "100"}).json["prices"]
+    assert len(prices) >= 10 and prices == (first["values"] + [99.0])[-len(prices):]
+    assert prices.count(99.0) == 1

@@ -43,6 +43,7 @@ cdef class SymbolStats:
     cdef int _snapshot(self, Snapshot* out) except -1
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
     cdef int _own_description(self) except -1
+    cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1
     cdef int _recover_if_torn(self) except -1
     cdef int _reserve_disk(self, Py_ssize_t n) except -1
     cdef void _publish(self, uint64_t generation) noexcept

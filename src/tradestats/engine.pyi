@@ -33,6 +33,9 @@ class StoreFormatError(ValueError):
 class DiskFullError(OSError):
     """No disk space for a batch or a new symbol; nothing of it was stored."""
 
+class StorageSyncError(OSError):
+    """In sync mode the disk did not confirm a batch: nothing of it was stored (retry it)."""
+
 def symbol_file_size(max_k: int, slack: int) -> int:
     """Bytes one symbol file spans (sparse: disk blocks follow the data)."""
 

@@ -7,6 +7,7 @@ prices shifted by a reference price. `add` costs amortized O(1) per value per wi
 `stats(k)` is O(1). See README.md, "Design", for the numerical method.
 """
 import numbers
+import errno as errno_module
 import os
 import threading
 
@@ -126,6 +127,17 @@ class StoreFormatError(ValueError):
 
 class DiskFullError(OSError):
     """No disk space for a batch (or a new symbol); nothing of it was stored."""
+
+
+class StorageSyncError(OSError):
+    """In sync mode the disk did not confirm a batch: nothing of it was stored (retry it)."""
+
+
+def sync_failure(int code, path):
+    """The exception for a failed sync of ``path``: the batch was rolled back."""
+    if code in (errno_module.ENOSPC, errno_module.EDQUOT):
+        return DiskFullError(code, f"no space to sync {path}; the batch was not stored", str(path))
+    return StorageSyncError(code, f"cannot sync {path}; the batch was not stored", str(path))
 
 
 class TooManySymbolsError(ValueError):
@@ -335,6 +347,28 @@ def _crash_after_chunks(int64_t chunks):
     (a batch of c chunks that reaches 0 at its end dies just before publishing). -1 disarms."""
     global _crash_countdown
     _crash_countdown = chunks
+
+
+cdef int _sync_countdown = -1
+cdef int _sync_errno = 0
+
+
+def _fail_sync(int after, int error):
+    """Test hook: in sync mode, the sync after `after` more successful ones reports `error` (a
+    batch syncs three times: the torn-batch mark, the data, the publish). -1 disarms."""
+    global _sync_countdown, _sync_errno
+    _sync_countdown, _sync_errno = after, error
+
+
+cdef int sync_result(int result) noexcept:
+    """0, or the errno of a failed sync (or of the one a test made fail)."""
+    global _sync_countdown
+    if _sync_countdown == 0:
+        _sync_countdown = -1
+        return _sync_errno
+    if _sync_countdown > 0:
+        _sync_countdown -= 1
+    return errno_value() if result != 0 else 0
 
 
 cdef inline void crash_point() noexcept:
@@ -641,17 +675,31 @@ cdef class SymbolStats:
                 memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
                 f.writing = g + 1
                 ts_fence_full()         # `writing` is set before any slot can change
-                if self._sync and msync(f, f.header_bytes, MS_SYNC) != 0:
+                if self._sync:
                     # ...and on disk first, or a power cut could keep torn deques unmarked.
-                    raise OSError(errno_value(), f"cannot sync {self.path}", str(self.path))
+                    self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
                 self._append(values, n)
                 crash_point()
+                if self._sync:          # the batch is on disk before anyone can see it...
+                    self._synced_or_rolled_back(fdatasync(self.fd), g, False)
                 self._publish(g + 1)
-                if self._sync and fdatasync(self.fd) != 0:
-                    raise OSError(errno_value(), f"cannot sync {self.path}", str(self.path))
+                if self._sync:          # ...and so is its publication before the 200
+                    self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
             finally:
                 lock_file(self.fd, False)
         return 0
+
+    cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1:
+        """After a sync in sync mode: if it failed, the batch is undone (unpublished if it was
+        published, its deques rebuilt for generation g) and the error raised, so that a retry
+        stores it exactly once. A reader may have seen it meanwhile; it was never acknowledged."""
+        cdef int failed = sync_result(result)
+        if failed == 0:
+            return 0
+        if published:
+            ts_store_release(&self.file.generation, g)
+        self._recover_if_torn()
+        raise sync_failure(failed, self.path)
 
     cdef int _own_description(self) except -1:
         """Before taking the writers' lock: a process forked from the one that opened the file

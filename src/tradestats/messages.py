@@ -95,6 +95,9 @@ DURABILITY_SYNC = "synced: a batch survives power loss"
 STRAY_FILE = ("{path}: not a symbol file name this store writes (ignored, left as it is; "
               "remove it or rename it to its symbol's encoding)")
 STORE_REFUSED = "tradestats-serve: cannot use the data directory: {error}"
+SYNC_FAILED = (
+    "The disk did not confirm the batch (sync mode); nothing of it was stored, retry later"
+)
 DISK_FULL = (
     "Insufficient storage: the disk holding the data is full; nothing of the batch was stored"
 )

@@ -11,6 +11,7 @@ from tradestats import (
     DiskFullError,
     InvalidPriceError,
     NotEnoughDataError,
+    StorageSyncError,
     Store,
     TooManySymbolsError,
     limits,
@@ -97,6 +98,10 @@ class AddBatchResource:
             bad_request(messages.SYMBOL_LIMIT_REACHED.format(max_symbols=error.max_symbols))
         except DiskFullError:
             raise falcon.HTTPError(falcon.HTTP_507, description=messages.DISK_FULL) from None
+        except StorageSyncError:
+            raise falcon.HTTPServiceUnavailable(
+                description=messages.SYNC_FAILED,
+                retry_after=limits.RETRY_AFTER_SECONDS) from None
         self._on_added(len(values))
         resp.media = {"message": messages.BATCH_ADDED}
 
