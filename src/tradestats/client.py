@@ -4,8 +4,8 @@ Code written against an embedded ``Store`` runs against a server unchanged: the 
 (``add``, ``stats``, ``symbols``, ``prices``), the same results (``Stats``, ``array('d')``) and
 the same exceptions for the same conditions (``InvalidPriceError`` with its index,
 ``TooManySymbolsError``, ``NotEnoughDataError``, ``KeyError`` for an unknown symbol,
-``DiskFullError``, ``MemoryError`` when the server is out of memory, ``ValueError`` for a bad
-``k`` or ``n``). A batch is validated here first, by
+``DiskFullError``, ``StorageSyncError``, ``MemoryError`` when the server is out of memory,
+``ValueError`` for a bad ``k`` or ``n``). A batch is validated here first, by
 the engine's own ``as_prices``, so a bad price never travels. Failures of the transport itself
 are ``TransportError``.
 
@@ -26,6 +26,7 @@ import orjson
 from tradestats import messages
 from tradestats.engine import (
     DiskFullError,
+    StorageSyncError,
     NotEnoughDataError,
     Stats,
     TooManySymbolsError,
@@ -136,6 +137,8 @@ class Client:
             return DiskFullError(detail)
         if status == 503 and detail == messages.OUT_OF_MEMORY:
             return MemoryError(detail)
+        if status == 503 and detail == messages.SYNC_FAILED:
+            return StorageSyncError(detail)
         if status != 400:
             return TransportError(f"HTTP {status}: {detail}")
         if detail == messages.NOT_ENOUGH_DATA:
