@@ -435,6 +435,8 @@ cdef str layout_problem(const SymbolFile* f, int64_t size, bytes symbol, int max
     cdef SymbolFile plan
     cdef const SymbolHeader* h
     cdef uint64_t g = f.generation
+    cdef int64_t size_of_window
+    cdef int i
     if memcmp(f.magic, FILE_MAGIC, 8) != 0:
         return "not a tradestats symbol file (bad magic number)"
     if f.version != FORMAT_VERSION:
@@ -462,7 +464,22 @@ cdef str layout_problem(const SymbolFile* f, int64_t size, bytes symbol, int max
         return "corrupt: its committed header does not match its layout"
     if deque_out_of_bounds(&h.lows.at, h) or deque_out_of_bounds(&h.highs.at, h):
         return "corrupt: its committed deques are out of bounds"
+    size_of_window = 1
+    for i in range(max_k):
+        size_of_window *= 10
+        if h.window[i] != size_of_window:
+            return f"corrupt: window {i + 1} holds {h.window[i]} prices, not {size_of_window}"
+        if (fronts_out_of_bounds(&h.lows, i) or fronts_out_of_bounds(&h.highs, i)):
+            return f"corrupt: a deque front of window {i + 1} is out of bounds"
+    if not min(h.count, f.ring_size) <= f.reserved <= f.ring_size:
+        return f"corrupt: {f.reserved} prices reserved, outside {min(h.count, f.ring_size)}.." \
+               f"{f.ring_size}"
     return None
+
+
+cdef bint fronts_out_of_bounds(const DequeHeader* deque, int i) noexcept nogil:
+    # A window's front is a virtual index inside the deque: between its head and its tail.
+    return not (deque.at.head_virtual <= deque.front[i] <= deque.at.tail_virtual)
 
 
 cdef bint deque_out_of_bounds(const DequeCursor* at, const SymbolHeader* h) noexcept nogil:
