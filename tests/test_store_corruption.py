@@ -126,3 +126,17 @@ def test_flipped_price_bytes_never_crash_or_hang(tmp_path):
     outcomes, deaths = run_all(tmp_path, pristine, cases)
     assert deaths == [], deaths[:20]
     assert not [key for key in outcomes if key.startswith(("unnamed", "other"))], outcomes
+
+
+def test_flipped_deque_bytes_never_crash_or_hang(tmp_path):
+    """The deques' entries are ring slots, not checked at open (that would read them all): an
+    entry out of the ring reads slot 0, a wrong number (until checksums), never a signal."""
+    pristine = pristine_store(tmp_path)
+    lows_offset, highs_offset, file_size = struct.unpack_from("<3q", pristine, 16 + 5 * 8)
+    rng = random.Random(11)
+    used = 4 * 200  # bytes of the deques' first 200 entries in each: where this data lives
+    region = [*range(lows_offset, lows_offset + used), *range(highs_offset, highs_offset + used)]
+    cases = [(offset, rng.choice(PATTERNS)) for offset in rng.sample(region, 400)]
+    outcomes, deaths = run_all(tmp_path, pristine, cases)
+    assert deaths == [], deaths[:20]
+    assert not [key for key in outcomes if key.startswith(("unnamed", "other"))], outcomes

@@ -25,7 +25,8 @@ from posix.unistd cimport ftruncate, getpid
 
 from tradestats.kernels cimport (
     CHUNK, add_shifted_terms, advance_fronts, clear_sums, deque_size, difference,
-    expire_before_chunk, init_header, merge_chunk, newest_slot, physical, rebuild_deques, total,
+    expire_before_chunk, init_header, merge_chunk, newest_slot, physical, rebuild_deques,
+    ring_slot, total,
 )
 from tradestats.layout cimport (
     FORMAT_VERSION, MAX_SYMBOL_BYTES, CompensatedSum, DequeCursor, DequeHeader, Snapshot,
@@ -294,11 +295,13 @@ def _make_stats(double minimum, double maximum, double last, double avg, double 
 
 
 cdef inline double window_min(SymbolStats s, int i) noexcept:
-    return s.ring[s.low_slots[physical(&s.h.lows.at, s.h.lows.front[i])]]
+    return s.ring[ring_slot(s.low_slots[physical(&s.h.lows.at, s.h.lows.front[i])],
+                            s.h.ring_size)]
 
 
 cdef inline double window_max(SymbolStats s, int i) noexcept:
-    return s.ring[s.high_slots[physical(&s.h.highs.at, s.h.highs.front[i])]]
+    return s.ring[ring_slot(s.high_slots[physical(&s.h.highs.at, s.h.highs.front[i])],
+                            s.h.ring_size)]
 
 
 # ---------------------------------------------------------------------------------------------

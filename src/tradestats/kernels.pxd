@@ -86,6 +86,13 @@ cdef inline void clear_sums(CompensatedSum* a, CompensatedSum* b) noexcept nogil
 # ---------------------------------------------------------------------------------------------
 # Deques of ring slots.
 
+cdef inline int64_t ring_slot(uint32_t entry, int64_t ring_size) noexcept nogil:
+    """A deque entry as a ring slot. A file's entries are not checked at open (that would read
+    every one); an entry out of the ring (a flipped bit) reads slot 0 instead of memory past the
+    mapping: a wrong number, never a signal."""
+    return entry if entry < ring_size else 0
+
+
 cdef inline int64_t physical(const DequeCursor* at, uint64_t v) noexcept nogil:
     cdef int64_t p = at.head_phys + <int64_t>(v - at.head_virtual)
     if p >= at.capacity:
@@ -136,7 +143,7 @@ cdef inline uint64_t merge_chunk(DequeCursor* at, uint32_t* slots, const double*
             survivors[kept] = <int32_t>j
             kept += 1
     while at.tail_virtual != at.head_virtual:
-        slot = slots[physical(at, at.tail_virtual - 1)]
+        slot = ring_slot(slots[physical(at, at.tail_virtual - 1)], ring_size)
         if (ring[slot] > extreme) if keeps_max else (ring[slot] < extreme):
             break
         at.tail_virtual -= 1
