@@ -499,6 +499,22 @@ def test_an_unusable_server_choice_is_refused_with_status_2(flags):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("missing", "flags", "hint"), [
+    ("gunicorn", ("--server", "gunicorn"), 'pip install "tradestats[gunicorn]"'),
+    ("meinheld", ("--server", "gunicorn", "--worker-class", "meinheld"), "pip install"),
+])
+def test_a_server_that_is_not_installed_is_one_line_and_status_2(tmp_path, missing, flags, hint):
+    """gunicorn is an optional extra now: without it, --server gunicorn says what to install."""
+    program = (f"import sys; sys.modules[{missing!r}] = None; "
+               "from tradestats.server import main; main(sys.argv[1:])")
+    result = subprocess.run([sys.executable, "-c", program, "--port", "1", "--data-dir",
+                             str(tmp_path / "data"), *flags],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and hint in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_every_flag_states_its_default_or_range():
     text = subprocess.run([*serve_command(), "--help"], capture_output=True, text=True,
                           timeout=30).stdout

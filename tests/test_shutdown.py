@@ -1,8 +1,8 @@
 """Stop signals stop the server, every time: a stress loop of start/signal cycles, CPU busy.
 
-A race in gunicorn's gthread quick shutdown hung about one SIGINT in four on a busy machine (see
-gunicorn 27), so one clean stop proves nothing: each case here runs many
-cycles while other processes keep both cores busy. ``TRADESTATS_STOP_CYCLES`` sets the cycles per
+A race in gunicorn's gthread quick shutdown hung about one SIGINT in four on a busy machine
+(README, "Limits"), so one clean stop proves nothing: each case here runs many cycles while
+other processes keep both cores busy. ``TRADESTATS_STOP_CYCLES`` sets the cycles per
 case (CI runs the default; run hundreds by hand after touching workers, signals or sockets).
 """
 from __future__ import annotations

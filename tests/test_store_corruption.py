@@ -6,14 +6,12 @@ entries, wait for checksums: README, "Storage".)"""
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import signal
 import struct
 import time
 from collections import Counter
 
-import pytest
 
 from tradestats import Store, StoreFormatError
 
@@ -132,7 +130,7 @@ def test_flipped_deque_bytes_never_crash_or_hang(tmp_path):
     """The deques' entries are ring slots, not checked at open (that would read them all): an
     entry out of the ring reads slot 0, a wrong number (until checksums), never a signal."""
     pristine = pristine_store(tmp_path)
-    lows_offset, highs_offset, file_size = struct.unpack_from("<3q", pristine, 16 + 5 * 8)
+    lows_offset, highs_offset = struct.unpack_from("<2q", pristine, 16 + 5 * 8)
     rng = random.Random(11)
     used = 4 * 200  # bytes of the deques' first 200 entries in each: where this data lives
     region = [*range(lows_offset, lows_offset + used), *range(highs_offset, highs_offset + used)]

@@ -26,9 +26,9 @@ import orjson
 from tradestats import messages
 from tradestats.engine import (
     DiskFullError,
-    StorageSyncError,
     NotEnoughDataError,
     Stats,
+    StorageSyncError,
     TooManySymbolsError,
     _make_stats,
     as_prices,

@@ -6,8 +6,8 @@ minimum, one for the maximum) with one front per window, and per window compensa
 prices shifted by a reference price. `add` costs amortized O(1) per value per window and
 `stats(k)` is O(1). See README.md, "Design", for the numerical method.
 """
-import numbers
 import errno as errno_module
+import numbers
 import os
 import threading
 

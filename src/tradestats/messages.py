@@ -55,8 +55,6 @@ METHOD_NOT_ALLOWED = "Method {method} not allowed on {path}; allowed: {allowed}"
 INTERNAL_ERROR = "Internal server error"
 OUT_OF_MEMORY = "The server is out of memory for this request; nothing was stored, retry later"
 OUT_OF_CONNECTIONS = "The server has no file descriptor left for this connection; retry later"
-REQUEST_TIMEOUT = "The request did not arrive whole within {seconds} seconds"
-HEAD_TOO_LONG = "The request head is longer than {limit} bytes"
 HOST_MISSING = "An HTTP/1.1 request must carry a Host header"
 HOST_REPEATED = "A request must carry one Host header, not several"
 HTTP_VERSION_UNSUPPORTED = "{protocol} is not supported: send HTTP/1.1 or HTTP/1.0"
@@ -67,7 +65,6 @@ HEALTH_OK = "ok"
 
 # --- tradestats-serve (command line and logs) -----------------------------------------------------
 ACCESS_LINE = "{method} {path} {status} {ms} ms"
-WORKER_CLASS_REFUSED = "tradestats-serve: --worker-class {worker_class}: cannot be loaded ({reason})"
 WORKER_CLASS_NEEDS_GUNICORN = "--worker-class chooses a gunicorn worker: use it with --server gunicorn"
 SSL_NEEDS_BOTH = "--ssl-certfile and --ssl-keyfile go together"
 SSL_NEEDS_GRANIAN = "HTTPS and HTTP/2 are served by granian only: drop --server gunicorn"
@@ -75,8 +72,8 @@ DESCRIPTORS_TOO_FEW = (
     "tradestats-serve: the open-file limit is too low: each worker needs at least {needed} "
     "descriptors with --max-symbols {max_symbols} (raise it with ulimit -n)"
 )
+SERVER_UNAVAILABLE = "tradestats-serve: {what} is not installed ({reason}); {hint}"
 FILE_UNREADABLE = "no readable file at {path!r}"
-SERVER_UNAVAILABLE = "tradestats-serve: --server {server} is not installed ({reason}); {hint}"
 ARGUMENT_OUT_OF_RANGE = "must be an integer from {low} to {high}, got {value!r}"
 STARTUP = (
     "tradestats {version}: {server}, {workers} workers, listening on {bind}; "

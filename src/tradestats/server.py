@@ -293,10 +293,18 @@ def run_server(settings: ServeSettings, announce: Callable[[str], list[str]],
                load_app: Callable[[ServeSettings], Any] = ServeSettings.create_app) -> None:
     """Serve ``load_app(settings)`` (called in each worker) on the chosen server until a stop
     signal; once listening, log ``announce(name of the server)``."""
-    if settings.server == "gunicorn":
-        from tradestats.servers import gunicorn as chosen
-    else:
-        from tradestats.servers import granian as chosen
+    try:
+        if settings.server == "gunicorn":
+            from tradestats.servers import gunicorn as chosen
+            chosen.require_worker_class(settings)
+        else:
+            from tradestats.servers import granian as chosen
+    except ImportError as error:
+        print(messages.SERVER_UNAVAILABLE.format(
+            what=f"--server {settings.server}", reason=error,
+            hint=f'pip install "tradestats[{settings.server}]"' if settings.server == "gunicorn"
+            else "reinstall tradestats"), file=sys.stderr)
+        sys.exit(2)
     chosen.serve(settings, announce, load_app)
 
 

@@ -37,6 +37,12 @@ def chosen_worker_class(settings: ServeSettings) -> str:
     return settings.worker_class or ("meinheld" if meinheld_importable() else "gthread")
 
 
+def require_worker_class(settings: ServeSettings) -> None:
+    """ImportError now, in one line, rather than a traceback from every worker gunicorn forks."""
+    if chosen_worker_class(settings) == "meinheld" and not meinheld_importable():
+        raise ImportError('meinheld; pip install "greenlet>=3" && pip install --no-deps meinheld')
+
+
 class Logger(glogging.Logger):
     """gunicorn's logger in tradestats' format (logs.py), also carrying our access lines."""
 

@@ -130,23 +130,26 @@ def decode_json_body(req: falcon.Request, raw: bytes) -> Any:
 
 # --- validation of a batch ------------------------------------------------------------------------
 
+def symbol_problem(symbol: str) -> str | None:
+    """Why a non-empty string cannot be a symbol, or None. A query naming such a string names no
+    symbol and must never reach the store (a 1,400-character name is longer than a file name
+    may be)."""
+    if len(symbol) > limits.MAX_SYMBOL_LENGTH:
+        return messages.SYMBOL_TOO_LONG.format(max_length=limits.MAX_SYMBOL_LENGTH)
+    if _FORBIDDEN_SYMBOL_CHARACTERS.search(symbol):
+        return messages.SYMBOL_CONTROL_CHARACTERS
+    return None
+
+
 def validate_symbol(symbol: Any) -> str:
     if not isinstance(symbol, str):
         bad_request(messages.SYMBOL_NOT_STRING)
     if not symbol:
         bad_request(messages.SYMBOL_EMPTY)
-    if len(symbol) > limits.MAX_SYMBOL_LENGTH:
-        bad_request(messages.SYMBOL_TOO_LONG.format(max_length=limits.MAX_SYMBOL_LENGTH))
-    if _FORBIDDEN_SYMBOL_CHARACTERS.search(symbol):
-        bad_request(messages.SYMBOL_CONTROL_CHARACTERS)
+    problem = symbol_problem(symbol)
+    if problem is not None:
+        bad_request(problem)
     return symbol
-
-
-def could_be_a_symbol(symbol: str) -> bool:
-    """What a batch may name (validate_symbol): a query naming anything else names no symbol,
-    and must never reach the store (a 1,400-character name is longer than a file name may be)."""
-    return (len(symbol) <= limits.MAX_SYMBOL_LENGTH
-            and not _FORBIDDEN_SYMBOL_CHARACTERS.search(symbol))
 
 
 def validate_values(values: Any, max_batch: int) -> list:
@@ -169,8 +172,6 @@ def parse_batch(document: Any, max_batch: int) -> tuple[str, list]:
 
 
 # --- query parameters ----------------------------------------------------------------------------
-
-
 
 def strict_integer(req: falcon.Request, name: str, low: int, high: int) -> int | None:
     """The parameter as an integer in low..high, or None. ASCII digits only: Python's int() (and

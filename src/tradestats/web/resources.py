@@ -19,12 +19,12 @@ from tradestats import (
 )
 from tradestats.web.errors import bad_request
 from tradestats.web.inputs import (
-    could_be_a_symbol,
     decode_json_body,
     parse_batch,
     read_bounded_body,
     require_json_content_type,
     strict_integer,
+    symbol_problem,
 )
 
 
@@ -139,7 +139,7 @@ def required_symbol(req: falcon.Request) -> str:
     symbol = req.get_param("symbol")
     if not symbol:
         bad_request(messages.MISSING_SYMBOL)
-    if not could_be_a_symbol(symbol):
+    if symbol_problem(symbol) is not None:
         bad_request(messages.SYMBOL_NOT_FOUND.format(symbol=symbol))
     return symbol
 
