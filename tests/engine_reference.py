@@ -143,3 +143,23 @@ def check_all_windows(s, stream, context: str = "", ks=None) -> None:
             raise AssertionError(f"{context}: stats({k}) with {n} prices must raise "
                                  f"NotEnoughDataError")
         check_stats(s.stats(k), stream[n - size:], f"{context} k={k} n={n}")
+
+
+def exact_window_stats(prices, n: int) -> tuple[float, float, float, float, float]:
+    """(min, max, last, avg, var) of the last n prices, avg and var computed exactly.
+
+    The exact promise (issue: exact statistics): avg = float(Fraction(sum(x)) / n) and
+    var = float((n*sum(x**2) - sum(x)**2) / n**2), both in Fractions of the prices and rounded
+    once by float(Fraction), which rounds half-even, into the subnormal range too. Slow and
+    obvious on purpose: it shares nothing with the engine.
+    """
+    from fractions import Fraction
+
+    window = [float(x) for x in prices[len(prices) - n:]]
+    if n <= 0 or len(window) != n:
+        raise ValueError(f"need {n} prices, have {len(prices)}")
+    exact = [Fraction(x) for x in window]
+    s1 = sum(exact, Fraction(0))
+    s2 = sum((x * x for x in exact), Fraction(0))
+    return (min(window), max(window), window[-1],
+            float(s1 / n), float((n * s2 - s1 * s1) / (n * n)))

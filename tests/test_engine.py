@@ -642,13 +642,18 @@ def test_constructor_rejects_non_integer_sizes(make, value):
         make(value)
 
 
+#: An empty symbol holds its header: two copies of its state, each with the exact sums of every
+#: window (about 8 KB), and two snapshots.
+EMPTY_SYMBOL_BYTES = 32 * 1024
+
+
 def test_max_k_bounds_and_default():
     assert SymbolStats().max_k == 8
     assert Store().max_k == 8
     assert Store().max_symbols == 10
     assert SymbolStats(1).max_k == 1
     assert SymbolStats(9).max_k == 9      # allowed; memory is only taken as prices arrive
-    assert SymbolStats(9).nbytes < 16 * 1024
+    assert SymbolStats(9).nbytes < EMPTY_SYMBOL_BYTES
 
 
 def test_len_counts_every_price_ever_added():
@@ -694,16 +699,16 @@ def test_stats_object():
 def test_nbytes_grows_with_data():
     s = SymbolStats(8)
     empty = s.nbytes
-    assert 0 < empty < 16 * 1024
+    assert 0 < empty < EMPTY_SYMBOL_BYTES
     s.add([float(i % 7) for i in range(10)])
     ten = s.nbytes
-    assert ten < 16 * 1024, f"a symbol with ten prices holds {ten} bytes"
+    assert ten < EMPTY_SYMBOL_BYTES, f"a symbol with ten prices holds {ten} bytes"
     sizes = [ten]
     for n in (1_000, 100_000, 1_000_000):
         s.add(np.random.default_rng(n).standard_normal(n - len(s)))
         sizes.append(s.nbytes)
         # Proportional to the data: ring + both deques at most doubled, 8 + 2*4 bytes each.
-        assert s.nbytes <= 2 * 16 * n + 16 * 1024, (n, s.nbytes)
+        assert s.nbytes <= 2 * 16 * n + EMPTY_SYMBOL_BYTES, (n, s.nbytes)
     assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
     assert sizes[-1] >= 8 * 1_000_000          # the ring alone
 

@@ -137,7 +137,7 @@ def filled_store(tmp_path) -> Path:
 @pytest.mark.parametrize(("spoil", "open_args", "reason"), [
     (None, {"max_k": 3}, "created with max_k=2, opened with max_k=3"),
     (None, {"max_k": 2, "max_batch": 10_001}, "created for batches of at most 10000"),
-    ("meta-version", {"max_k": 2}, "format version 2"),
+    ("meta-version", {"max_k": 2}, "format version 3"),
     ("meta-garbage", {"max_k": 2}, "corrupt"),
     ("meta-missing", {"max_k": 2}, "missing"),
     ("meta-k-text", {"max_k": 2}, "max_k is '2', not a positive integer"),
@@ -152,7 +152,7 @@ def test_an_unusable_store_is_refused_and_left_alone(filled_store, spoil, open_a
     sym = filled_store / "symbols" / "A.sym"
     if spoil == "meta-version":
         meta = json.loads((filled_store / "tradestats-store.json").read_text())
-        (filled_store / "tradestats-store.json").write_text(json.dumps({**meta, "version": 2}))
+        (filled_store / "tradestats-store.json").write_text(json.dumps({**meta, "version": 3}))
     elif spoil == "meta-garbage":
         (filled_store / "tradestats-store.json").write_text("{")
     elif spoil == "meta-missing":
@@ -537,10 +537,16 @@ def test_no_inode_for_a_new_symbol_is_a_full_disk(tmp_path):
 
 
 def test_a_batch_larger_than_the_slack_is_refused(tmp_path):
+    """Issue #17: a new symbol's first batch over max_batch used to leave the symbol created,
+    holding a max_symbols slot for good. Refused before anything exists now."""
     store = Store(max_k=1, path=tmp_path, max_batch=100)
     with pytest.raises(ValueError, match="at once"):
         store.add("A", [1.0] * 101)
-    assert len(store["A"]) == 0
+    assert "A" not in store and len(store) == 0
+    store.add("A", [1.0] * 100)
+    with pytest.raises(ValueError, match="at once"):
+        store.add("A", [2.0] * 101)
+    assert len(store["A"]) == 100
 
 
 @pytest.mark.parametrize(("shared_group", "file_mode", "dir_mode"),

@@ -1,8 +1,10 @@
 """Flipped bits in a symbol file (issue #16): every byte of the header and a sample of the
-prices, three patterns each, opened, read and written in a child process so that a crash or a
-hang is seen, not suffered. What must hold: no signal, no hang; a damaged header is refused with
-StoreFormatError naming the file. (Wrong answers from damaged prices, and the deques' own
-entries, wait for checksums: README, "Storage".)"""
+prices, the deques and the block records, three patterns each, opened, read and written in a
+child process so that a crash or a hang is seen, not suffered. What must hold: no signal, no
+hang; a damaged header is refused with StoreFormatError naming the file; a damaged price the
+engine reads into a sum, or a damaged record it merges, is refused the same way (checksums),
+never added. (A damaged deque entry can still give a wrong minimum or maximum until verify()
+or a roll-back: README, "What the store trusts".)"""
 from __future__ import annotations
 
 import multiprocessing
@@ -13,18 +15,23 @@ import time
 from collections import Counter
 
 
-from tradestats import Store, StoreFormatError
+from tradestats import NotEnoughDataError, Store, StoreFormatError
+from tradestats.symbolfile import layout_of
 
 PATTERNS = (0x01, 0x80, 0xFF)
 #: Seconds one case may take before it counts as a hang (a case does a few O(1) calls).
 CASE_SECONDS = 5
 
 
-def pristine_store(path) -> bytes:
-    store = Store(max_k=2, path=path)
+MAX_K, MAX_BATCH = 3, 100
+LAYOUT = layout_of(MAX_K, MAX_BATCH)
+
+
+def pristine_store(path, batches=12) -> bytes:
+    store = Store(max_k=MAX_K, path=path, max_batch=MAX_BATCH)
     rng = random.Random(16)
     level = 100.0
-    for _ in range(12):  # 12 batches, the ring and the deques wrapped
+    for _ in range(batches):  # at 12 batches the deques wrapped; at 60, the ring too
         batch = []
         for _ in range(rng.randint(20, 90)):
             level += rng.uniform(-1, 1)
@@ -33,10 +40,20 @@ def pristine_store(path) -> bytes:
     return (path / "symbols" / "A.sym").read_bytes()
 
 
+def held_prices(pristine: bytes) -> int:
+    """How many prices the pristine file's committed state holds."""
+    generation = struct.unpack_from("<Q", pristine, LAYOUT["state_offsets"][0] - 32)[0]
+    state = LAYOUT["state_offsets"][generation & 1]
+    return struct.unpack_from("<q", pristine, state + 24)[0]
+
+
 def exercise(path) -> None:
-    store = Store(max_k=2, path=path)
-    for k in (1, 2):
-        store.stats("A", k)
+    store = Store(max_k=MAX_K, path=path, max_batch=MAX_BATCH)
+    for k in (1, 2, 3):
+        try:
+            store.stats("A", k)
+        except NotEnoughDataError:
+            assert k == 3
     store.prices("A", 50)
     store.symbols()
     store.add("A", [100.0, 101.0, 99.5])
@@ -113,24 +130,43 @@ def test_flipped_header_bytes_never_crash_or_hang(tmp_path):
     assert not [key for key in outcomes if key.startswith(("unnamed", "other"))], outcomes
 
 
-def test_flipped_price_bytes_never_crash_or_hang(tmp_path):
+def test_flipped_price_bytes_are_refused_before_they_are_summed(tmp_path):
+    """Issue #16 found 275 of 300 sampled price flips served as wrong answers. Every price the
+    next batch sums (the newest 100 for the small windows, the block the 1,000-window's leaving
+    prices come from) is checked against its block's CRC first."""
     pristine = pristine_store(tmp_path)
-    header_bytes = struct.unpack_from("<I", pristine, 12)[0]
-    ring_offset, lows_offset = struct.unpack_from("<2q", pristine, 16 + 4 * 8)
-    assert ring_offset == header_bytes
+    assert held_prices(pristine) > 100
+    ring = LAYOUT["ring_offset"]
     rng = random.Random(7)
     cases = [(offset, rng.choice(PATTERNS))
-             for offset in rng.sample(range(ring_offset, ring_offset + 8 * 800), 300)]
+             for offset in rng.sample(range(ring, ring + 8 * held_prices(pristine)), 300)]
+    outcomes, deaths = run_all(tmp_path, pristine, cases)
+    assert deaths == [], deaths[:20]
+    # Fewer than 1,000 prices: one open block, covered by the header's CRC of it, read by
+    # every commit of a window below a block. Every flip is found.
+    assert outcomes == Counter(refused=300), outcomes
+
+
+def test_flipped_record_bytes_never_crash_or_hang(tmp_path):
+    """Records hold the exact sums of complete blocks: the 1,000-window merges them as its
+    prices leave; each is checked against its CRC before it is merged."""
+    pristine = pristine_store(tmp_path, batches=60)   # about 3,300 prices: 3 complete blocks
+    assert held_prices(pristine) > 3 * LAYOUT["block_prices"]
+    start = LAYOUT["blocks_offset"]
+    rng = random.Random(9)
+    region = range(start, start + 3 * LAYOUT["record_bytes"])
+    cases = [(offset, rng.choice(PATTERNS)) for offset in rng.sample(region, 300)]
     outcomes, deaths = run_all(tmp_path, pristine, cases)
     assert deaths == [], deaths[:20]
     assert not [key for key in outcomes if key.startswith(("unnamed", "other"))], outcomes
+    assert outcomes["refused"] > 0, outcomes
 
 
 def test_flipped_deque_bytes_never_crash_or_hang(tmp_path):
     """The deques' entries are ring slots, not checked at open (that would read them all): an
-    entry out of the ring reads slot 0, a wrong number (until checksums), never a signal."""
+    entry out of the ring reads slot 0, a wrong number, never a signal."""
     pristine = pristine_store(tmp_path)
-    lows_offset, highs_offset = struct.unpack_from("<2q", pristine, 16 + 5 * 8)
+    lows_offset, highs_offset = LAYOUT["lows_offset"], LAYOUT["highs_offset"]
     rng = random.Random(11)
     used = 4 * 200  # bytes of the deques' first 200 entries in each: where this data lives
     region = [*range(lows_offset, lows_offset + used), *range(highs_offset, highs_offset + used)]

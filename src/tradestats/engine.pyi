@@ -30,13 +30,19 @@ class StoreFormatError(ValueError):
     path: Union[str, Path]
     reason: str
 
+class StoreCorruptionError(StoreFormatError):
+    """A checksum or check of a symbol file failed while in use: refused, never served."""
+
 class DiskFullError(OSError):
     """No disk space for a batch or a new symbol; nothing of it was stored."""
 
 class StorageSyncError(OSError):
     """In sync mode the disk did not confirm a batch: nothing of it was stored (retry it)."""
 
-def symbol_file_size(max_k: int, slack: int) -> int:
+#: Bytes of exact sums kept per price (one record of a block's sums per 1,000 prices).
+RECORD_BYTES_PER_PRICE: float
+
+def symbol_file_size(max_k: int, max_batch: int) -> int:
     """Bytes one symbol file spans (sparse: disk blocks follow the data)."""
 
 class Stats:
@@ -80,9 +86,9 @@ class SymbolStats:
         """The last n prices (fewer if fewer are held), oldest first, in one copy."""
     def recover(self) -> bool:
         """Roll back a torn batch now if there is one; True if there was."""
-    @property
-    def rebuilds(self) -> tuple[int, ...]:
-        """Per window, how often its sums were rebuilt from the ring (numerical safety valve)."""
+    def verify(self) -> None:
+        """Check the checksums and every window's statistics against the prices themselves
+        (reads the whole window); StoreCorruptionError names the first difference."""
     def add(self, values: Prices) -> None:
         """Append prices, oldest first; all or nothing. ValueError names the first bad index."""
     def stats(self, k: int) -> Stats:
@@ -104,6 +110,8 @@ class Store:
         """The largest batch a file store takes (fixed at creation); None in the heap."""
     def recover(self) -> list[str]:
         """Roll back torn batches in every symbol; the symbols that had one."""
+    def verify(self) -> dict[str, str]:
+        """SymbolStats.verify() of every symbol: {symbol: reason} for each that failed."""
     @property
     def max_symbols(self) -> int: ...
     @property

@@ -2,39 +2,50 @@
 """The tradestats engine: per-symbol rolling statistics over the windows 10**1 .. 10**max_k.
 
 Per symbol: a ring of the last 10**max_k prices, two monotonic deques of ring slots (one for the
-minimum, one for the maximum) with one front per window, and per window compensated sums of
-prices shifted by a reference price. `add` costs amortized O(1) per value per window and
-`stats(k)` is O(1). See README.md, "Design", for the numerical method.
+minimum, one for the maximum) with one front per window, and exact sums of the prices and their
+squares (exact.h) from which each window's mean and variance are rounded once, correctly. `add`
+costs amortized O(1) per value per window, no call rebuilds or copies anything of a window's
+size, and `stats(k)` reads a snapshot written at the end of the last `add`. The state has one
+layout (layout.pxd), in anonymous memory (the heap store) or in a shared file (symbolfile.pyx).
+See README.md, "Numerical method".
 """
-import errno as errno_module
 import numbers
 import os
 import threading
 
 from cpython.array cimport array, clone
 from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.errno cimport ENOMEM
 from libc.limits cimport INT_MAX
-from libc.math cimport fabs, isfinite, sqrt
+from libc.math cimport fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
-from posix.mman cimport MAP_FAILED, MAP_SHARED, MS_SYNC, PROT_READ, PROT_WRITE, mmap, msync, munmap
+from posix.mman cimport MAP_FAILED, MAP_SHARED, MS_SYNC, PROT_READ, mmap, msync, munmap
 from posix.signal cimport kill
-from posix.unistd cimport ftruncate, getpid
+from posix.stat cimport fstat, struct_stat
+from posix.unistd cimport getpid
 
 from tradestats.kernels cimport (
-    CHUNK, add_shifted_terms, advance_fronts, clear_sums, deque_size, difference,
-    expire_before_chunk, init_header, merge_chunk, newest_slot, physical, rebuild_deques,
-    ring_slot, total,
+    CHUNK, advance_fronts, expire_before_chunk, merge_chunk, newest_slot, physical,
+    rebuild_deques, ring_slot,
 )
 from tradestats.layout cimport (
-    FORMAT_VERSION, MAX_SYMBOL_BYTES, CompensatedSum, DequeCursor, DequeHeader, Snapshot,
-    SymbolFile, SymbolHeader, WindowSums, plan_layout,
+    BLOCK_PRICES, MAX_WINDOWS, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader,
+    plan_layout,
+)
+from tradestats.layout_v1 cimport V1SymbolFile
+from tradestats.symbolfile cimport (
+    crc_extend, errno_value, header_crc, layout_problem, lock_file, map_anonymous, map_file,
+    prices_problem, record_crc, reserve, snapshot_crc,
 )
 
+from tradestats.errors import (  # noqa: F401  (re-exported: the engine's public exceptions)
+    DiskFullError, InvalidPriceError, NotEnoughDataError, StorageSyncError, StoreCorruptionError,
+    StoreFormatError, TooManySymbolsError, sync_failure,
+)
 from tradestats.limits import DEFAULT_MAX_K, DEFAULT_MAX_SYMBOLS, MAX_ABS_PRICE, MAX_MAX_K
-from tradestats.messages import NOT_ENOUGH_DATA
+from tradestats.symbolfile import (  # noqa: F401  (re-exported for storage.py and the server)
+    format_symbol_file, lock_fd, raise_map_failed, symbol_file_size,
+)
 
 cdef extern from "<signal.h>":
     enum: SIGKILL
@@ -42,16 +53,18 @@ cdef extern from "<signal.h>":
 cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
 
-cdef extern from "<fcntl.h>" nogil:
-    struct flock:
-        short l_type
-        short l_whence
-        long l_start
-        long l_len
-        int l_pid
-    enum: F_OFD_SETLKW, F_WRLCK, F_UNLCK
-    int fcntl(int fd, int cmd, ...)
-    int posix_fallocate(int fd, long offset, long length)
+cdef extern from "exact.h" nogil:
+    ctypedef struct ts_window:
+        pass
+    void ts_exact_clear(ExactSums* acc)
+    void ts_exact_add(ExactSums* acc, const double* xs, int64_t n)
+    void ts_exact_merge(ExactSums* acc, const ExactSums* other)
+    void ts_exact_rest(ExactSums* out, const ExactSums* a, const ExactSums* b, const ExactSums* c)
+    void ts_window_of(ts_window* w, const ExactSums* a, const ExactSums* b, const ExactSums* c)
+    double ts_mean(const ts_window* w, int64_t n)
+    double ts_variance(const ts_window* w, int64_t n)
+    int TS_LINEAR_LIMBS
+    int TS_SQUARE_LIMBS
 
 # Acquire/release atomics for the commit word, straight from the compiler.
 cdef extern from *:
@@ -71,14 +84,8 @@ cdef extern from *:
 cdef double _MAX_ABS_PRICE = MAX_ABS_PRICE
 cdef array _DOUBLE_TEMPLATE = array("d")
 
-# The kernels (kernels.pxd) sum terms in groups of GROUP folded into Neumaier sums: the rounding
-# error of a window's sum of squares is then below SUM_ERROR times the sum's mass.
-cdef double SUM_ERROR = 24 * 2.0 ** -53
-# A window is rebuilt from the ring when its estimated rounding error passes these fractions of
-# its variance (relative) or of max|x|**2 (absolute); the accuracy promised is 1e-9 and 1e-30.
-cdef double REBUILD_RELATIVE = 1e-11
-cdef double REBUILD_ABSOLUTE = 1e-32
-cdef int64_t FIRST_ALLOCATION = 16
+# The heap store takes batches of any size, a chunk at a time: its ring has room for one.
+cdef int64_t HEAP_MAX_BATCH = CHUNK
 # A file store allocates disk blocks ahead of the data, from RESERVE_STEP prices at a time
 # doubling up to RESERVE_MAX_STEP, so a full disk is an error before a batch is written, never a
 # SIGBUS while it is.
@@ -88,103 +95,13 @@ cdef int64_t RESERVE_MAX_STEP = 1 << 20
 # committed during a copy of a few hundred bytes, so this bound is reached only if writers commit
 # without pause; the reader then waits for the writers' lock instead of spinning on.
 cdef int MAX_READ_TRIES = 1000
-cdef const char* FILE_MAGIC = b"TSTATSYM"
+# The windows below BLOCK_PRICES (10 and 100) are summed from the ring at every commit.
+cdef int64_t DIRECTLY_SUMMED = 100
 #: A full window's memory per price when both deques are full: ring slot plus two deque slots.
 WORST_CASE_BYTES_PER_PRICE = sizeof(double) + 2 * sizeof(uint32_t)
+#: Bytes of exact sums per price kept for the windows (one BlockRecord per BLOCK_PRICES).
+RECORD_BYTES_PER_PRICE = sizeof(BlockRecord) / BLOCK_PRICES
 
-
-class NotEnoughDataError(ValueError):
-    """Fewer than 10**k prices have been added."""
-
-    def __init__(self, message=NOT_ENOUGH_DATA):
-        super().__init__(message)
-
-
-class InvalidPriceError(ValueError):
-    """A batch element is not a finite real number with |x| <= 1e100; nothing was stored."""
-
-    def __init__(self, index, value):
-        shown = repr(value)
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
-        super().__init__(
-            f"value at index {index} is not a finite real number with magnitude at most "
-            f"{_MAX_ABS_PRICE:g}: {shown}"
-        )
-        self.index = index
-
-
-class StoreFormatError(ValueError):
-    """A store file this version cannot use: another format version or max_k, truncated or corrupt.
-
-    Nothing in the file is changed.
-    """
-
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-class DiskFullError(OSError):
-    """No disk space for a batch (or a new symbol); nothing of it was stored."""
-
-
-class StorageSyncError(OSError):
-    """In sync mode the disk did not confirm a batch: nothing of it was stored (retry it)."""
-
-
-def sync_failure(int code, path):
-    """The exception for a failed sync of ``path``: the batch was rolled back."""
-    if code in (errno_module.ENOSPC, errno_module.EDQUOT):
-        return DiskFullError(code, f"no space to sync {path}; the batch was not stored", str(path))
-    return StorageSyncError(code, f"cannot sync {path}; the batch was not stored", str(path))
-
-
-class TooManySymbolsError(ValueError):
-    """A new symbol would pass the store's max_symbols."""
-
-    def __init__(self, max_symbols):
-        super().__init__(f"symbol limit reached: at most {max_symbols} symbols")
-        self.max_symbols = max_symbols
-
-
-# ---------------------------------------------------------------------------------------------
-# Allocation: the one place that gets memory for a symbol's state.
-
-cdef void* _reallocate(void* block, size_t nbytes) except NULL:
-    cdef void* grown = PyMem_Realloc(block, nbytes)
-    if grown == NULL:
-        raise MemoryError(f"cannot allocate {nbytes} bytes for a symbol")
-    return grown
-
-
-cdef inline int64_t grown_capacity(int64_t current, int64_t needed, int64_t limit) noexcept nogil:
-    """Double (at least to `needed`), never past `limit`: memory follows the data."""
-    return min(max(2 * current, needed, FIRST_ALLOCATION), limit)
-
-
-cdef int grow_deque(DequeCursor* at, uint32_t** slots, int64_t needed, int64_t limit) except -1:
-    """Make room for `needed` elements (at most `limit`), laying the deque out from slot 0."""
-    cdef int64_t new_capacity, size, first_run
-    cdef uint32_t* grown
-    if needed <= at.capacity:
-        return 0
-    new_capacity = grown_capacity(at.capacity, needed, limit)
-    size = deque_size(at)
-    grown = <uint32_t*>_reallocate(NULL, new_capacity * sizeof(uint32_t))
-    if size:
-        first_run = min(size, at.capacity - at.head_phys)
-        memcpy(grown, slots[0] + at.head_phys, first_run * sizeof(uint32_t))
-        memcpy(grown + first_run, slots[0], (size - first_run) * sizeof(uint32_t))
-    PyMem_Free(slots[0])
-    slots[0] = grown
-    at.capacity = new_capacity
-    at.head_phys = 0
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
 # Input validation: a batch becomes a contiguous float64 array, or nothing happens.
 
 cdef int integer_in_range(str name, object value, int low, int high) except? -1:
@@ -294,53 +211,10 @@ def _make_stats(double minimum, double maximum, double last, double avg, double 
     return result
 
 
-cdef inline double window_min(SymbolStats s, int i) noexcept:
-    return s.ring[ring_slot(s.low_slots[physical(&s.h.lows.at, s.h.lows.front[i])],
-                            s.h.ring_size)]
-
-
-cdef inline double window_max(SymbolStats s, int i) noexcept:
-    return s.ring[ring_slot(s.high_slots[physical(&s.h.highs.at, s.h.highs.front[i])],
-                            s.h.ring_size)]
 
 
 # ---------------------------------------------------------------------------------------------
-# Locks and test hooks of the file store.
-
-cdef int lock_file(int fd, bint exclusive) except -1:
-    """An open-file-description lock on the whole file: the kernel drops it when its holder dies,
-    and two descriptions exclude each other even inside one process."""
-    cdef flock request
-    cdef int result
-    memset(&request, 0, sizeof(request))
-    request.l_type = F_WRLCK if exclusive else F_UNLCK
-    with nogil:
-        result = fcntl(fd, F_OFD_SETLKW, &request)
-    if result != 0:
-        raise OSError(errno_value(), "cannot lock a store file")
-    return 0
-
-
-cdef extern from "<errno.h>":
-    int errno
-
-
-cdef inline int errno_value() noexcept:
-    return errno
-
-
-def raise_map_failed(path):
-    """An address-space or memory limit is a MemoryError, as for the heap store; else OSError."""
-    cdef int code = errno_value()
-    if code == ENOMEM:
-        raise MemoryError(f"cannot map {path}: {os.strerror(code)}")
-    raise OSError(code, f"cannot map {path}", str(path))
-
-
-def _lock_fd(int fd):
-    """Lock the whole file behind fd; closing fd releases it (storage.py relies on that)."""
-    lock_file(fd, True)
-
+# Test hooks of the file store.
 
 cdef int64_t _crash_countdown = -1
 
@@ -384,138 +258,7 @@ cdef inline void crash_point() noexcept:
 
 
 # ---------------------------------------------------------------------------------------------
-# The symbol file: layout arithmetic, formatting, validation.
-
-cdef int reserve(int fd, int64_t offset, int64_t length, object path) except -1:
-    cdef int result
-    if length <= 0:
-        return 0
-    with nogil:
-        result = posix_fallocate(fd, offset, length)
-    if result != 0:
-        raise DiskFullError(result, f"cannot reserve {length} bytes of disk for {path}", str(path))
-    return 0
-
-
-def symbol_file_size(int max_k, int64_t slack):
-    """Bytes a symbol file spans (sparse: disk blocks follow the data)."""
-    cdef SymbolFile plan
-    plan_layout(&plan, max_k, slack)
-    return plan.file_size
-
-
-def _format_symbol_file(int fd, bytes symbol, int max_k, int64_t slack, path):
-    """Make the empty file behind fd a symbol file: sparse at full size, header on disk."""
-    cdef SymbolFile plan
-    cdef SymbolFile* f
-    cdef void* mapped
-    if len(symbol) > MAX_SYMBOL_BYTES:
-        raise ValueError(f"a symbol is at most {MAX_SYMBOL_BYTES} bytes of UTF-8")
-    memset(&plan, 0, sizeof(SymbolFile))
-    plan_layout(&plan, max_k, slack)
-    if ftruncate(fd, plan.file_size) != 0:
-        raise OSError(errno_value(), f"cannot size {path}", str(path))
-    reserve(fd, 0, plan.header_bytes, path)
-    mapped = mmap(NULL, plan.header_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-    if mapped == MAP_FAILED:
-        raise_map_failed(path)
-    f = <SymbolFile*>mapped
-    memcpy(f, &plan, sizeof(SymbolFile))
-    memcpy(f.magic, FILE_MAGIC, 8)
-    f.version = FORMAT_VERSION
-    f.symbol_bytes = len(symbol)
-    memcpy(f.symbol, <const char*>symbol, len(symbol))
-    init_header(&f.state[0], max_k, slack)
-    f.state[0].ring_allocated = f.ring_size
-    f.state[0].lows.at.capacity = f.capacity
-    f.state[0].highs.at.capacity = f.capacity
-    munmap(mapped, plan.header_bytes)
-
-
-cdef str layout_problem(const SymbolFile* f, int64_t size, bytes symbol, int max_k,
-                        int64_t slack):
-    """Why the file cannot be used as this symbol's file, or None."""
-    cdef SymbolFile plan
-    cdef const SymbolHeader* h
-    cdef uint64_t g = f.generation
-    cdef int64_t size_of_window
-    cdef int i
-    if memcmp(f.magic, FILE_MAGIC, 8) != 0:
-        return "not a tradestats symbol file (bad magic number)"
-    if f.version != FORMAT_VERSION:
-        return f"format version {f.version}; this tradestats reads version {FORMAT_VERSION}"
-    if f.max_k != max_k:
-        return f"created with max_k={f.max_k}, opened with max_k={max_k}"
-    if f.slack != slack:
-        return f"created with a ring slack of {f.slack} prices, opened with {slack}"
-    plan_layout(&plan, max_k, slack)
-    if (f.header_bytes != plan.header_bytes or f.ring_offset != plan.ring_offset
-            or f.lows_offset != plan.lows_offset or f.highs_offset != plan.highs_offset
-            or f.file_size != plan.file_size or f.capacity != plan.capacity
-            or f.ring_size != plan.ring_size):
-        return "corrupt: its layout does not match its max_k"
-    if size != f.file_size:
-        return f"truncated or extended: {size} bytes, its layout needs {f.file_size}"
-    if f.symbol_bytes != len(symbol) or memcmp(f.symbol, <const char*>symbol, len(symbol)) != 0:
-        return f"holds symbol {f.symbol[:max(0, min(f.symbol_bytes, MAX_SYMBOL_BYTES))]!r}, not {symbol!r}"
-    if f.writing != g and f.writing != g + 1:
-        return "corrupt: its commit words disagree"
-    h = &f.state[g & 1]
-    if (h.max_k != max_k or h.capacity != plan.capacity or h.ring_size != plan.ring_size
-            or h.ring_allocated != plan.ring_size or h.count < 0
-            or f.snapshot[g & 1].count != h.count):
-        return "corrupt: its committed header does not match its layout"
-    if deque_out_of_bounds(&h.lows.at, h) or deque_out_of_bounds(&h.highs.at, h):
-        return "corrupt: its committed deques are out of bounds"
-    size_of_window = 1
-    for i in range(max_k):
-        size_of_window *= 10
-        if h.window[i] != size_of_window:
-            return f"corrupt: window {i + 1} holds {h.window[i]} prices, not {size_of_window}"
-        if (fronts_out_of_bounds(&h.lows, i) or fronts_out_of_bounds(&h.highs, i)):
-            return f"corrupt: a deque front of window {i + 1} is out of bounds"
-    if not min(h.count, f.ring_size) <= f.reserved <= f.ring_size:
-        return f"corrupt: {f.reserved} prices reserved, outside {min(h.count, f.ring_size)}.." \
-               f"{f.ring_size}"
-    return None
-
-
-cdef bint fronts_out_of_bounds(const DequeHeader* deque, int i) noexcept nogil:
-    # A window's front is a virtual index inside the deque: between its head and its tail.
-    return not (deque.at.head_virtual <= deque.front[i] <= deque.at.tail_virtual)
-
-
-cdef bint deque_out_of_bounds(const DequeCursor* at, const SymbolHeader* h) noexcept nogil:
-    return (at.capacity != h.capacity or at.tail_virtual < at.head_virtual
-            or at.tail_virtual - at.head_virtual > <uint64_t>min(h.count, h.capacity)
-            or at.head_phys < 0 or at.head_phys >= h.capacity)
-
-
-def _open_symbol_file(path, bytes symbol, int max_k, int64_t slack, bint sync):
-    """The SymbolStats kept in an existing symbol file, mapped shared; StoreFormatError if the
-    file cannot be used (it is left as it is)."""
-    cdef SymbolStats stats = SymbolStats(max_k)
-    cdef int fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    cdef int64_t size
-    cdef void* mapped
-    cdef str problem
-    try:
-        size = os.fstat(fd).st_size
-        if size < <int64_t>sizeof(SymbolFile):
-            raise StoreFormatError(path, f"truncated: {size} bytes, shorter than its header")
-        mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        if mapped == MAP_FAILED:
-            raise_map_failed(path)
-        problem = layout_problem(<SymbolFile*>mapped, size, symbol, max_k, slack)
-        if problem is not None:
-            munmap(mapped, size)
-            raise StoreFormatError(path, problem)
-    except BaseException:
-        os.close(fd)
-        raise
-    stats._attach(<SymbolFile*>mapped, size, fd, path, sync)
-    return stats
-
+# Reading a symbol's state.
 
 cdef array last_prices(const double* ring, int64_t count, int64_t capacity, int64_t ring_size,
                        int64_t wanted):
@@ -528,40 +271,65 @@ cdef array last_prices(const double* ring, int64_t count, int64_t capacity, int6
     return out
 
 
+cdef inline void add_positions(ExactSums* acc, const double* ring, int64_t ring_size,
+                               int64_t first, int64_t n) noexcept nogil:
+    """acc += the prices at positions first .. first + n - 1 (in the ring)."""
+    cdef int64_t slot = first % ring_size, run
+    while n > 0:
+        run = min(n, ring_size - slot)
+        ts_exact_add(acc, ring + slot, run)
+        n -= run
+        slot = 0
+
+
+cdef inline double window_min(SymbolStats s, int i) noexcept:
+    return s.ring[ring_slot(s.low_slots[physical(&s.h.lows.at, s.h.lows.front[i])],
+                            s.h.ring_size)]
+
+
+cdef inline double window_max(SymbolStats s, int i) noexcept:
+    return s.ring[ring_slot(s.high_slots[physical(&s.h.highs.at, s.h.highs.front[i])],
+                            s.h.ring_size)]
+
+
 cdef class SymbolStats:
     """One symbol's rolling store: min, max, last, avg and var over the last 10**k prices.
 
-    Not thread-safe; the GIL is held throughout `add`, so no reader sees half a batch.
+    Not thread-safe in the heap (guard it with a lock); in a file store, one writer at a time
+    per symbol and readers never wait (see Store).
     """
 
-    def __cinit__(self, max_k=DEFAULT_MAX_K):
-        max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
-        self.h = &self.own_header
-        init_header(self.h, max_k, 0)
+    def __cinit__(self, max_k=DEFAULT_MAX_K, *, bint _mapped_later=False):
         self.fd = -1
+        max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
+        if not _mapped_later:
+            self._bind(map_anonymous(max_k, HEAP_MAX_BATCH))
 
-    cdef void _attach(self, SymbolFile* f, size_t nbytes, int fd, object path, bint sync) noexcept:
-        """Work on the state in a mapped symbol file instead of the heap."""
+    cdef void _bind(self, SymbolFile* f) noexcept:
+        """Work on the state at f: the heap's anonymous mapping, or a file's."""
         cdef char* base = <char*>f
         self.file = f
-        self.mapped_bytes = nbytes
-        self.fd = fd
-        self.path = path
-        self._sync = sync
-        self._thread_lock = threading.Lock()
-        self._owner_pid = getpid()
+        self.mapped_bytes = f.file_size
         self.h = &f.state[f.generation & 1]
         self.ring = <double*>(base + f.ring_offset)
         self.low_slots = <uint32_t*>(base + f.lows_offset)
         self.high_slots = <uint32_t*>(base + f.highs_offset)
+        self.records = <BlockRecord*>(base + f.blocks_offset)
+
+    cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept:
+        """Work on the state in a mapped symbol file (checked by layout_problem)."""
+        self._bind(f)
+        self.fd = fd
+        self.path = path
+        self._sync = sync
+        self._checked = True
+        self._thread_lock = threading.Lock()
+        self._owner_pid = getpid()
 
     def __dealloc__(self):
-        if self.file is NULL:
-            PyMem_Free(self.ring)
-            PyMem_Free(self.low_slots)
-            PyMem_Free(self.high_slots)
-        else:
+        if self.file is not NULL:
             munmap(self.file, self.mapped_bytes)
+        if self.fd >= 0:
             os.close(self.fd)
 
     @property
@@ -570,49 +338,40 @@ cdef class SymbolStats:
 
     @property
     def nbytes(self):
-        """Bytes held now: in the heap, the header, ring and deques; in a file, its disk blocks."""
-        if self.file is not NULL:
-            return (self.file.header_bytes + self.file.reserved * sizeof(double)
-                    + 2 * min(self.file.reserved, self.file.capacity) * sizeof(uint32_t))
-        return (sizeof(SymbolHeader) + sizeof(double) * self.h.ring_allocated
-                + sizeof(uint32_t) * (self.h.lows.at.capacity + self.h.highs.at.capacity))
-
-    @property
-    def rebuilds(self):
-        """How many times each window was rebuilt from the ring (numerical safety valve)."""
-        cdef Snapshot snap
-        if self.file is NULL:
-            return tuple(self.h.sums[i].recomputes for i in range(self.h.max_k))
-        self._snapshot(&snap)
-        return tuple(snap.recomputes[i] for i in range(self.h.max_k))
+        """Bytes held now: memory in the heap, disk blocks in a file (ring, deques, records)."""
+        cdef SymbolFile* f = self.file
+        cdef int64_t slots = f.reserved if self.fd >= 0 else min(self.h.count, f.ring_size)
+        cdef int64_t records = min((slots + BLOCK_PRICES - 1) // BLOCK_PRICES, f.blocks)
+        return (f.header_bytes + slots * sizeof(double)
+                + 2 * min(slots, f.capacity) * sizeof(uint32_t) + records * sizeof(BlockRecord))
 
     @property
     def recoveries(self):
         """Torn batches (a writer killed mid-batch) rolled back in this symbol's file; 0 in the heap."""
-        return 0 if self.file is NULL else self.file.recoveries
+        return self.file.recoveries
 
     def __len__(self):
         cdef Snapshot snap
-        if self.file is NULL:
-            return self.h.count
         self._snapshot(&snap)
         return snap.count
 
     def add(self, values):
         """Append prices, oldest first. All or nothing: InvalidPriceError names the first bad index."""
         cdef array prices = as_prices(values)
-        if self.file is NULL:
-            self._append(prices.data.as_doubles, len(prices))
-        else:
-            self._write_file_batch(prices.data.as_doubles, len(prices))
+        self._add_prices(prices.data.as_doubles, len(prices))
+
+    cdef int _add_prices(self, const double* values, Py_ssize_t n) except -1:
+        if self.fd >= 0:
+            return self._write_file_batch(values, n)
+        self._append(values, n)   # cannot fail in the heap: nothing is allocated
+        self._compute_snapshot(&self.file.snapshot[0])
+        return 0
 
     def stats(self, k):
         """Statistics over the last 10**k prices, in O(1)."""
         cdef int i = integer_in_range("k", k, 1, self.h.max_k) - 1
         cdef Snapshot snap
         cdef Stats result
-        if self.file is NULL:
-            return self._stats(i + 1)
         self._snapshot(&snap)
         if snap.count < self.h.window[i]:
             raise NotEnoughDataError()
@@ -629,8 +388,6 @@ cdef class SymbolStats:
     def count_and_last(self):
         """(prices added, the most recent price or None), both of one commit."""
         cdef Snapshot snap
-        if self.file is NULL:
-            return self.h.count, (self.ring[newest_slot(self.h)] if self.h.count else None)
         self._snapshot(&snap)
         return snap.count, (snap.last if snap.count else None)
 
@@ -640,14 +397,20 @@ cdef class SymbolStats:
         cdef array out
         cdef SymbolFile* f = self.file
         cdef uint64_t g
+        cdef int64_t count
+        cdef uint32_t open_crc
         cdef int attempt
-        if f is NULL:
+        if self.fd < 0:
             return last_prices(self.ring, self.h.count, self.h.capacity, self.h.ring_size, wanted)
+        self._check_size()
         for attempt in range(MAX_READ_TRIES):   # the seqlock of _read_snapshot, over the ring
             g = ts_load_acquire(&f.generation)
-            out = last_prices(self.ring, f.snapshot[g & 1].count, f.capacity, f.ring_size, wanted)
+            count = f.snapshot[g & 1].count
+            open_crc = f.state[g & 1].open_crc
+            out = last_prices(self.ring, count, f.capacity, f.ring_size, wanted)
             ts_fence_acquire()
             if ts_load_relaxed(&f.generation) == g:
+                self._check_copied_prices(out, count, open_crc)
                 return out
         self._own_description()
         with self._thread_lock:   # writers never paused: queue up with them
@@ -660,7 +423,7 @@ cdef class SymbolStats:
 
     def recover(self):
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""
-        if self.file is NULL:
+        if self.fd < 0:
             return False
         self._own_description()
         with self._thread_lock:
@@ -670,27 +433,307 @@ cdef class SymbolStats:
             finally:
                 lock_file(self.fd, False)
 
+    def verify(self):
+        """Check everything this symbol holds against its prices: the checksums of the header,
+        the snapshot and the prices of the largest window, and every window's statistics
+        recomputed from the prices. Raises StoreCorruptionError naming the first difference.
+        Reads the whole window (about 0.3 s per 10**8 prices); a file's writers wait meanwhile."""
+        if self.fd < 0:
+            self._verify_state()
+            return
+        self._own_description()
+        with self._thread_lock:
+            lock_file(self.fd, True)
+            try:
+                self._recover_if_torn()
+                self._verify_state()
+            finally:
+                lock_file(self.fd, False)
+
     def __repr__(self):
         return f"SymbolStats(max_k={self.h.max_k}, len={len(self)})"
+
+    # -- appending --------------------------------------------------------------------------
+
+    cdef int _append(self, const double* values, Py_ssize_t n) except -1:
+        cdef Py_ssize_t done = 0, c
+        cdef SymbolHeader* h = self.h
+        cdef int64_t chunk_limit = min(<int64_t>CHUNK, h.capacity)
+        if h.max_k > 1:
+            chunk_limit = min(chunk_limit, h.capacity - h.window[h.max_k - 2])
+        # A chunk overwrites ring slots only the slack holds: never one a window or block needs.
+        chunk_limit = min(chunk_limit, self.file.slack - BLOCK_PRICES)
+        while done < n:
+            c = min(n - done, chunk_limit)
+            if chunk_limit >= BLOCK_PRICES:
+                # Chunks end on block boundaries, so prices leave windows of whole blocks in
+                # whole blocks (from their records) except at a batch's two ends.
+                c = min(c, chunk_limit - h.count % BLOCK_PRICES)
+            crash_point()
+            self._append_chunk(values + done, c)
+            done += c
+        return 0
+
+    cdef int _append_chunk(self, const double* xs, Py_ssize_t c) except -1:
+        """Append c prices: ring first (the slack keeps every slot it overwrites out of every
+        window), then the deques, then the exact sums: in and out of every window."""
+        cdef SymbolHeader* h = self.h
+        cdef int64_t start = h.count, first_slot = start % h.ring_size
+        cdef int64_t run = min(<int64_t>c, h.ring_size - first_slot)
+        cdef int i
+        memcpy(self.ring + first_slot, xs, run * sizeof(double))
+        memcpy(self.ring, xs + run, (c - run) * sizeof(double))
+        self._slide_deques(xs, c)
+        self._enter(start, c)
+        if self._loading:
+            return 0
+        for i in range(h.max_k):
+            if h.window[i] >= BLOCK_PRICES:
+                self._depart(i, start, c)
+        return 0
+
+    cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept:
+        cdef SymbolHeader* h = self.h
+        cdef int64_t capacity = h.capacity, ring_size = h.ring_size
+        cdef int64_t first_slot = h.count % ring_size
+        cdef int32_t survivors[CHUNK]
+        cdef uint64_t lowest_low, lowest_high
+        if h.count + c > capacity:
+            expire_before_chunk(&h.lows.at, self.low_slots, newest_slot(h), capacity - c,
+                                ring_size)
+            expire_before_chunk(&h.highs.at, self.high_slots, newest_slot(h), capacity - c,
+                                ring_size)
+        lowest_low = merge_chunk(&h.lows.at, self.low_slots, self.ring, xs, c, first_slot,
+                                 ring_size, False, survivors)
+        lowest_high = merge_chunk(&h.highs.at, self.high_slots, self.ring, xs, c, first_slot,
+                                  ring_size, True, survivors)
+        h.count += c
+        advance_fronts(&h.lows, self.low_slots, h, lowest_low, newest_slot(h))
+        advance_fronts(&h.highs, self.high_slots, h, lowest_high, newest_slot(h))
+
+    cdef int _enter(self, int64_t start, int64_t c) except -1:
+        """Add the prices at positions start .. start + c - 1 to the open block, closing each
+        block they complete."""
+        cdef SymbolHeader* h = self.h
+        cdef int64_t p = start, end = start + c, block_end, run, slot
+        while p < end:
+            block_end = (p // BLOCK_PRICES + 1) * BLOCK_PRICES
+            run = min(end, block_end) - p
+            slot = p % h.ring_size
+            ts_exact_add(&h.open_block, self.ring + slot, run)
+            if self._checked:
+                h.open_crc = crc_extend(h.open_crc, self.ring + slot, run * sizeof(double))
+            p += run
+            if p == block_end:
+                self._close_block(p // BLOCK_PRICES - 1)
+        return 0
+
+    cdef int _close_block(self, int64_t b) except -1:
+        """Block b is complete: its record is written and its sums settle."""
+        cdef SymbolHeader* h = self.h
+        cdef BlockRecord* record = &self.records[b % self.file.blocks]
+        record.sums = h.open_block
+        record.prices_crc = h.open_crc
+        if self._checked:
+            record.crc = record_crc(record)
+        ts_exact_merge(&h.settled, &h.open_block)
+        ts_exact_clear(&h.open_block)
+        h.open_crc = 0
+        return 0
+
+    cdef int _depart(self, int i, int64_t start, int64_t c) except -1:
+        """Window i's departed sums take the prices that left it in this chunk: whole blocks
+        from their records, the rest from the ring."""
+        cdef SymbolHeader* h = self.h
+        cdef int64_t size = h.window[i], p = max(0, start - size), end = start + c - size
+        cdef int64_t offset, run
+        cdef BlockRecord* record
+        while p < end:
+            offset = p % BLOCK_PRICES
+            if offset == 0 and p + BLOCK_PRICES <= end:
+                record = &self.records[(p // BLOCK_PRICES) % self.file.blocks]
+                if self._checked and record.crc != record_crc(record):
+                    raise StoreCorruptionError(
+                        self.path, f"corrupt: the checksum of the record of block "
+                        f"{p // BLOCK_PRICES} does not match")
+                ts_exact_merge(&h.departed[i], &record.sums)
+                p += BLOCK_PRICES
+            else:
+                run = min(end, p - offset + BLOCK_PRICES) - p
+                if self._checked:
+                    self._check_block_prices(p // BLOCK_PRICES)
+                ts_exact_add(&h.departed[i], self.ring + p % h.ring_size, run)
+                p += run
+        return 0
+
+    cdef int _check_size(self) except -1:
+        """A file truncated from outside would be a SIGBUS at the first page past its end: it is
+        refused instead, before any of it is read (one fstat)."""
+        cdef struct_stat status
+        if fstat(self.fd, &status) != 0:
+            raise OSError(errno_value(), f"cannot stat {self.path}", str(self.path))
+        if status.st_size < <int64_t>self.mapped_bytes:
+            raise StoreCorruptionError(
+                self.path, f"truncated: {status.st_size} bytes, its layout needs "
+                f"{self.mapped_bytes}")
+        return 0
+
+    cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1:
+        """The prices a reader copied (the newest len(out) of count) against their blocks'
+        checksums, compared on the copy: a damaged price is refused, not served."""
+        cdef int64_t n = len(out), first = count - n, b, lo, hi, offset, ring_size = self.file.ring_size
+        cdef uint32_t crc, expected
+        cdef const BlockRecord* record
+        b = first // BLOCK_PRICES
+        while b * BLOCK_PRICES < count:
+            lo = max(b * BLOCK_PRICES, first)
+            hi = min((b + 1) * BLOCK_PRICES, count)
+            # The part of the block outside the copy comes from the ring, the rest from the copy.
+            offset = (b * BLOCK_PRICES) % ring_size
+            crc = crc_extend(0, self.ring + offset, (lo - b * BLOCK_PRICES) * sizeof(double))
+            crc = crc_extend(crc, out.data.as_doubles + (lo - first), (hi - lo) * sizeof(double))
+            if b == count // BLOCK_PRICES:
+                expected = open_crc
+            else:
+                record = &self.records[b % self.file.blocks]
+                crc = crc_extend(crc, self.ring + offset + (hi - b * BLOCK_PRICES),
+                                 ((b + 1) * BLOCK_PRICES - hi) * sizeof(double))
+                expected = record.prices_crc
+            if crc != expected:
+                raise StoreCorruptionError(
+                    self.path, f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
+                    f"{hi - 1} do not match their checksum")
+            b += 1
+        return 0
+
+    cdef int _check_block_prices(self, int64_t b) except -1:
+        """Before prices of block b are read from the ring into a sum: are they the ones written?
+        (The open block against the header's open_crc, a complete one against its record.)"""
+        cdef SymbolHeader* h = self.h
+        cdef const BlockRecord* record = &self.records[b % self.file.blocks]
+        cdef int64_t slot = (b * BLOCK_PRICES) % h.ring_size
+        cdef int64_t n = BLOCK_PRICES
+        cdef uint32_t expected = record.prices_crc
+        if b == h.count // BLOCK_PRICES:
+            n = h.count % BLOCK_PRICES
+            expected = h.open_crc
+        elif record.crc != record_crc(record):
+            raise StoreCorruptionError(
+                self.path, f"corrupt: the checksum of the record of block {b} does not match")
+        if crc_extend(0, self.ring + slot, n * sizeof(double)) != expected:
+            raise StoreCorruptionError(
+                self.path, f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
+                f"{b * BLOCK_PRICES + n - 1} do not match their checksum")
+        return 0
+
+    # -- answering ---------------------------------------------------------------------------
+
+    cdef void _compute_snapshot(self, Snapshot* snap) noexcept:
+        """Every full window's statistics, rounded once from the exact sums. Windows smaller
+        than a block are summed from the ring (nested: at most BLOCK_PRICES - 1 prices)."""
+        cdef SymbolHeader* h = self.h
+        cdef ExactSums direct
+        cdef ts_window sums
+        cdef int64_t covered = 0, size
+        cdef int i
+        memset(snap, 0, sizeof(Snapshot))
+        snap.count = h.count
+        snap.last = self.ring[newest_slot(h)] if h.count else 0.0
+        ts_exact_clear(&direct)
+        for i in range(h.max_k):
+            size = h.window[i]
+            if h.count < size:
+                break
+            if size < BLOCK_PRICES:
+                add_positions(&direct, self.ring, h.ring_size, h.count - size, size - covered)
+                covered = size
+                ts_window_of(&sums, &direct, NULL, NULL)
+            else:
+                ts_window_of(&sums, &h.settled, &h.open_block, &h.departed[i])
+            snap.min[i] = window_min(self, i)
+            snap.max[i] = window_max(self, i)
+            snap.avg[i] = ts_mean(&sums, size)
+            snap.var[i] = ts_variance(&sums, size)
+
+    cdef int _snapshot(self, Snapshot* out) except -1:
+        """The published snapshot: the heap's, or a file's copied without a lock and checked."""
+        if self.fd < 0:
+            memcpy(out, &self.file.snapshot[0], sizeof(Snapshot))
+            return 0
+        self._check_size()
+        if not self._read_snapshot(out):
+            self._own_description()
+            with self._thread_lock:   # writers never paused: queue up with them
+                lock_file(self.fd, True)
+                memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
+                lock_file(self.fd, False)
+        if out.crc != snapshot_crc(out):
+            raise StoreCorruptionError(
+                self.path, "corrupt: the checksum of its published snapshot does not match")
+        return 0
+
+    cdef bint _read_snapshot(self, Snapshot* out) noexcept:
+        """Copy the published snapshot without a lock; False if commits kept overlapping."""
+        cdef SymbolFile* f = self.file
+        cdef uint64_t g
+        cdef int attempt
+        for attempt in range(MAX_READ_TRIES):
+            g = ts_load_acquire(&f.generation)
+            memcpy(out, &f.snapshot[g & 1], sizeof(Snapshot))
+            ts_fence_acquire()
+            if ts_load_relaxed(&f.generation) == g:
+                return True
+        return False
+
+    cdef int _verify_state(self) except -1:
+        """(verify) The committed state against checksums and against the prices themselves."""
+        cdef Snapshot published, fresh
+        cdef str problem
+        cdef int i
+        if self.fd >= 0:
+            problem = layout_problem(self.file, os.fstat(self.fd).st_size,
+                                     bytes(self.file.symbol[:self.file.symbol_bytes]),
+                                     self.file.max_k, self.file.max_batch)
+            if problem is None:
+                problem = prices_problem(self.file, self.h)
+            if problem is not None:
+                raise StoreCorruptionError(self.path, problem)
+        self._snapshot(&published)
+        recompute_snapshot(self, &fresh)
+        for i in range(self.h.max_k):
+            if self.h.count >= self.h.window[i] and (
+                    published.min[i] != fresh.min[i] or published.max[i] != fresh.max[i]
+                    or memcmp(&published.avg[i], &fresh.avg[i], sizeof(double)) != 0
+                    or memcmp(&published.var[i], &fresh.var[i], sizeof(double)) != 0):
+                raise StoreCorruptionError(
+                    self.path, f"corrupt: the statistics of window {i + 1} differ from its "
+                    f"prices' (min, max, avg, var {published.min[i]!r}, {published.max[i]!r}, "
+                    f"{published.avg[i]!r}, {published.var[i]!r}; recomputed {fresh.min[i]!r}, "
+                    f"{fresh.max[i]!r}, {fresh.avg[i]!r}, {fresh.var[i]!r})")
+        return 0
 
     # -- the file: one writer, readers without locks -------------------------------------------
 
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1:
         cdef SymbolFile* f = self.file
         cdef uint64_t g
-        if n > f.slack:
+        if n > f.max_batch:
             raise ValueError(
                 f"a batch of {n} prices is more than this file store takes at once "
-                f"({f.slack}, fixed when the store was created)")
+                f"({f.max_batch}, fixed when the store was created)")
         if n == 0:
             return 0
         self._own_description()
         with self._thread_lock:
             lock_file(self.fd, True)
             try:
+                self._check_size()
                 self._recover_if_torn()
-                self._reserve_disk(n)   # may refuse the batch: nothing is written yet
                 g = f.generation
+                if f.state[g & 1].crc != header_crc(&f.state[g & 1]):
+                    raise StoreCorruptionError(
+                        self.path, "corrupt: the checksum of its committed header does not match")
+                self._reserve_disk(n)   # may refuse the batch: nothing is written yet
                 self.h = &f.state[(g + 1) & 1]
                 memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
                 f.writing = g + 1
@@ -698,15 +741,34 @@ cdef class SymbolStats:
                 if self._sync:
                     # ...and on disk first, or a power cut could keep torn deques unmarked.
                     self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
-                self._append(values, n)
-                crash_point()
+                try:
+                    self._append(values, n)
+                    crash_point()
+                    self._prepare_commit(g + 1)
+                except BaseException:
+                    self._recover_if_torn()
+                    raise
                 if self._sync:          # the batch is on disk before anyone can see it...
                     self._synced_or_rolled_back(fdatasync(self.fd), g, False)
-                self._publish(g + 1)
+                ts_store_release(&f.generation, g + 1)
                 if self._sync:          # ...and so is its publication before the 200
                     self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
             finally:
                 lock_file(self.fd, False)
+        return 0
+
+    cdef int _prepare_commit(self, uint64_t generation) except -1:
+        """Write the readers' snapshot of the new state and both checksums: all that is left to
+        publish it is one store of the generation."""
+        cdef Snapshot* snap = &self.file.snapshot[generation & 1]
+        cdef int64_t b, first = max(0, self.h.count - DIRECTLY_SUMMED)
+        # The windows below a block are summed from the ring's newest prices: checked first.
+        if self.h.count:
+            for b in range(first // BLOCK_PRICES, (self.h.count - 1) // BLOCK_PRICES + 1):
+                self._check_block_prices(b)
+        self._compute_snapshot(snap)
+        snap.crc = snapshot_crc(snap)
+        self.h.crc = header_crc(self.h)
         return 0
 
     cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1:
@@ -738,31 +800,45 @@ cdef class SymbolStats:
         return 0
 
     cdef int _recover_if_torn(self) except -1:
-        """Under the file lock: if a writer died mid-batch, rebuild the committed state's deques
-        from the ring (its sums and ring slots were never touched). 1 if it did."""
+        """Under the file lock: if a writer died mid-batch, check the committed state's header
+        and prices against their checksums and rebuild its deques from the ring (its sums, its
+        records and its window's ring slots were never touched). 1 if it did."""
         cdef SymbolFile* f = self.file
         cdef uint64_t g = f.generation
+        cdef str problem
+        self.h = &f.state[g & 1]
         if f.writing == g:
             return 0
-        self.h = &f.state[g & 1]
+        if self.h.crc != header_crc(self.h):
+            raise StoreCorruptionError(
+                self.path, "corrupt: the checksum of its committed header does not match")
+        problem = prices_problem(f, self.h)
+        if problem is not None:
+            raise StoreCorruptionError(self.path, problem)
         rebuild_deques(self.h, self.ring, self.low_slots, self.high_slots)
+        self.h.crc = header_crc(self.h)
         f.recoveries += 1
         f.writing = g
         return 1
 
     cdef int _reserve_disk(self, Py_ssize_t n) except -1:
-        """Allocate disk blocks for the ring and deque slots the next n prices may touch."""
+        """Allocate disk blocks for the ring slots, deque slots and records the next n prices
+        may touch."""
         cdef SymbolFile* f = self.file
         cdef int64_t needed = min(f.state[f.generation & 1].count + n, f.ring_size)
-        cdef int64_t target, before = f.reserved
+        cdef int64_t target, before = f.reserved, records_before, records_after
         if needed <= before:
             return 0
-        # Doubling, like the heap's arrays, but at most RESERVE_MAX_STEP at once: one call
-        # reserving hundreds of megabytes would stall its batch for milliseconds.
+        # Doubling, like an array's, but at most RESERVE_MAX_STEP at once: one call reserving
+        # hundreds of megabytes would stall its batch for milliseconds.
         target = min(max((needed + RESERVE_STEP - 1) // RESERVE_STEP * RESERVE_STEP,
                          before + min(before, RESERVE_MAX_STEP)), f.ring_size)
         reserve(self.fd, f.ring_offset + before * <int64_t>sizeof(double),
                 (target - before) * <int64_t>sizeof(double), self.path)
+        records_before = (before + BLOCK_PRICES - 1) // BLOCK_PRICES
+        records_after = min((target + BLOCK_PRICES - 1) // BLOCK_PRICES, f.blocks)
+        reserve(self.fd, f.blocks_offset + records_before * <int64_t>sizeof(BlockRecord),
+                (records_after - records_before) * <int64_t>sizeof(BlockRecord), self.path)
         before = min(before, f.capacity)
         for offset in (f.lows_offset, f.highs_offset):
             reserve(self.fd, offset + before * <int64_t>sizeof(uint32_t),
@@ -770,249 +846,185 @@ cdef class SymbolStats:
         f.reserved = target
         return 0
 
-    cdef void _publish(self, uint64_t generation) noexcept:
-        """Write the readers' snapshot of the new state, then commit it with one release store."""
-        cdef SymbolFile* f = self.file
-        cdef Snapshot* snap = &f.snapshot[generation & 1]
+    # -- loading: a new file from another file's prices (migration) -----------------------------
+
+    cdef int _load(self, const double* ring, int64_t ring_size, int64_t count) except -1:
+        """Fill this new, empty file with the window of a ring holding `count` prices (the last
+        min(count, capacity) of them, from the start of their first block): the exact sums
+        recomputed, the departed sums set from the window's own direct sums."""
         cdef SymbolHeader* h = self.h
-        cdef int i
-        memset(snap, 0, sizeof(Snapshot))
-        snap.count = h.count
-        snap.last = self.ring[newest_slot(h)] if h.count else 0.0
+        cdef int64_t kept = min(count, h.capacity), start = count - kept
+        cdef int64_t p = start - start % BLOCK_PRICES, slot, run, i
+        cdef double zeros[BLOCK_PRICES]
+        cdef ExactSums direct
+        memset(zeros, 0, sizeof(zeros))
+        self._reserve_disk(min(count + BLOCK_PRICES, h.ring_size))
+        h.count = p
+        self._loading = True
+        try:
+            # Positions before the window in its first block: not in any window, zeros here.
+            self._append(zeros, start - p)
+            p = start
+            while p < count:
+                slot = p % ring_size
+                run = min(count - p, ring_size - slot, <int64_t>CHUNK)
+                check_prices(ring + slot, run, p)
+                self._append(ring + slot, run)
+                p += run
+        finally:
+            self._loading = False
+        # departed[i] = everything loaded minus the window, summed directly (nested windows).
+        ts_exact_clear(&direct)
+        p = 0
         for i in range(h.max_k):
-            snap.recomputes[i] = h.sums[i].recomputes
-            if h.count >= h.window[i]:
-                self._window_values(i, &snap.min[i], &snap.max[i], &snap.avg[i], &snap.var[i])
-        ts_store_release(&f.generation, generation)
-
-    cdef bint _read_snapshot(self, Snapshot* out) noexcept:
-        """Copy the published snapshot without a lock; False if commits kept overlapping."""
-        cdef SymbolFile* f = self.file
-        cdef uint64_t g
-        cdef int attempt
-        for attempt in range(MAX_READ_TRIES):
-            g = ts_load_acquire(&f.generation)
-            memcpy(out, &f.snapshot[g & 1], sizeof(Snapshot))
-            ts_fence_acquire()
-            if ts_load_relaxed(&f.generation) == g:
-                return True
-        return False
-
-    cdef int _snapshot(self, Snapshot* out) except -1:
-        if self._read_snapshot(out):
-            return 0
-        self._own_description()
-        with self._thread_lock:   # writers never paused: queue up with them
-            lock_file(self.fd, True)
-            memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
-            lock_file(self.fd, False)
+            if h.window[i] < BLOCK_PRICES:
+                continue
+            if h.count < h.window[i]:
+                ts_exact_clear(&h.departed[i])
+                continue
+            add_positions(&direct, self.ring, h.ring_size, h.count - h.window[i], h.window[i] - p)
+            p = h.window[i]
+            ts_exact_rest(&h.departed[i], &h.settled, &h.open_block, &direct)
+        self._prepare_commit(0)
         return 0
 
-    # -- appending --------------------------------------------------------------------------
 
-    cdef int _append(self, const double* values, Py_ssize_t n) except -1:
-        cdef Py_ssize_t done = 0, c
-        cdef SymbolHeader* h = self.h
-        cdef int64_t chunk_limit = min(<int64_t>CHUNK, h.capacity)
-        if h.max_k > 1:
-            chunk_limit = min(chunk_limit, h.capacity - h.window[h.max_k - 2])
-        self._reserve_ring(n)
-        while done < n:
-            c = min(n - done, chunk_limit)
-            grow_deque(&h.lows.at, &self.low_slots, min(deque_size(&h.lows.at) + c, h.capacity),
-                       h.capacity)
-            grow_deque(&h.highs.at, &self.high_slots,
-                       min(deque_size(&h.highs.at) + c, h.capacity), h.capacity)
-            crash_point()
-            self._append_chunk(values + done, c)
-            done += c
-        return 0
+cdef int check_prices(const double* xs, int64_t n, int64_t first_position) except -1:
+    """Prices read from a file (to migrate it) are checked like a batch before they are used."""
+    cdef int64_t i
+    for i in range(n):
+        if not acceptable(xs[i]):
+            raise ValueError(f"corrupt: the price at position {first_position + i} is "
+                             f"{xs[i]!r}, not a price")
+    return 0
 
-    cdef int _reserve_ring(self, Py_ssize_t n) except -1:
-        cdef SymbolHeader* h = self.h
-        cdef int64_t needed = min(h.count + n, h.ring_size), new_size
-        if needed <= h.ring_allocated:
-            return 0
-        new_size = grown_capacity(h.ring_allocated, needed, h.ring_size)
-        self.ring = <double*>_reallocate(self.ring, new_size * sizeof(double))
-        h.ring_allocated = new_size
-        return 0
 
-    cdef void _append_chunk(self, const double* xs, Py_ssize_t c) noexcept:
-        cdef SymbolHeader* h = self.h
-        cdef int i
-        # Sums first: the prices leaving every window are still in the ring.
-        for i in range(h.max_k):
-            self._slide_sums(i, xs, c)
-        self._slide_deques(xs, c)
-        for i in range(h.max_k):
-            if h.count >= h.window[i] and self._sums_unreliable(i):
-                self._rebuild_sums(i)
+cdef void recompute_snapshot(SymbolStats s, Snapshot* out) noexcept:
+    """(verify) Every full window's statistics straight from the ring: the slow, obvious way."""
+    cdef SymbolHeader* h = s.h
+    cdef ExactSums sums
+    cdef ts_window window
+    cdef int64_t p = h.count, size, slot
+    cdef double low = 0.0, high = 0.0, x
+    cdef int i
+    memset(out, 0, sizeof(Snapshot))
+    ts_exact_clear(&sums)
+    for i in range(h.max_k):
+        size = h.window[i]
+        if h.count < size:
+            break
+        while p > h.count - size:
+            p -= 1
+            x = s.ring[p % h.ring_size]
+            if p == h.count - 1 or x < low:
+                low = x
+            if p == h.count - 1 or x > high:
+                high = x
+        add_positions(&sums, s.ring, h.ring_size, h.count - size,
+                      size - (h.window[i - 1] if i else 0))
+        ts_window_of(&window, &sums, NULL, NULL)
+        out.min[i], out.max[i] = low, high
+        out.avg[i] = ts_mean(&window, size)
+        out.var[i] = ts_variance(&window, size)
 
-    cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept:
-        cdef SymbolHeader* h = self.h
-        cdef int64_t capacity = h.capacity, ring_size = h.ring_size, run
-        cdef int64_t first_slot = h.count % ring_size
-        cdef int32_t survivors[CHUNK]
-        cdef uint64_t lowest_low, lowest_high
-        if h.count + c > capacity:
-            expire_before_chunk(&h.lows.at, self.low_slots, newest_slot(h), capacity - c,
-                                ring_size)
-            expire_before_chunk(&h.highs.at, self.high_slots, newest_slot(h), capacity - c,
-                                ring_size)
-        lowest_low = merge_chunk(&h.lows.at, self.low_slots, self.ring, xs, c, first_slot,
-                                 ring_size, False, survivors)
-        lowest_high = merge_chunk(&h.highs.at, self.high_slots, self.ring, xs, c, first_slot,
-                                  ring_size, True, survivors)
-        run = min(c, ring_size - first_slot)
-        memcpy(self.ring + first_slot, xs, run * sizeof(double))
-        memcpy(self.ring, xs + run, (c - run) * sizeof(double))
-        h.count += c
-        advance_fronts(&h.lows, self.low_slots, h, lowest_low, newest_slot(h))
-        advance_fronts(&h.highs, self.high_slots, h, lowest_high, newest_slot(h))
 
-    cdef void _slide_sums(self, int i, const double* xs, Py_ssize_t c) noexcept:
-        """Add the chunk's prices to window i's block sums and its leavers to the gone sums."""
-        cdef SymbolHeader* h = self.h
-        cdef WindowSums* w = &h.sums[i]
-        cdef int64_t size = h.window[i], start = h.count, p = start, leaver, slot
-        cdef Py_ssize_t done = 0, run
-        cdef const double* leaving
-        while done < c:
-            if p == 0:
-                w.block_ref = xs[0]
-            run = min(c - done, size - p % size)
-            if p >= size:
-                leaver = p - size
-                if leaver >= start:
-                    leaving = xs + (leaver - start)
-                else:
-                    slot = leaver % h.ring_size
-                    run = min(run, h.ring_size - slot, start - leaver)
-                    leaving = self.ring + slot
-                add_shifted_terms(leaving, run, w.tail_ref, &w.gone1, &w.gone2)
-            add_shifted_terms(xs + done, run, w.block_ref, &w.block1, &w.block2)
-            done += run
-            p += run
-            if p % size == 0:
-                # The block is complete and is exactly the window: it becomes the tail. The next
-                # block is shifted by this window's mean, which one outlier cannot drag far.
-                w.tail_ref = w.block_ref
-                w.tail1 = w.block1
-                w.tail2 = w.block2
-                clear_sums(&w.gone1, &w.gone2)
-                clear_sums(&w.block1, &w.block2)
-                w.block_ref = w.tail_ref + total(&w.tail1) / size
+# ---------------------------------------------------------------------------------------------
+# Opening and migrating symbol files (the directory: storage.py).
 
-    # -- numerical safety valve ----------------------------------------------------------------
+def _open_symbol_file(path, bytes symbol, int max_k, int64_t max_batch, bint sync):
+    """The SymbolStats kept in an existing symbol file, mapped shared; StoreFormatError if the
+    file cannot be used (it is left as it is)."""
+    cdef SymbolStats stats = SymbolStats(max_k, _mapped_later=True)
+    cdef int fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    cdef int64_t size
+    cdef SymbolFile* f
+    cdef str problem
+    try:
+        size = os.fstat(fd).st_size
+        if size < <int64_t>sizeof(SymbolFile):
+            raise StoreFormatError(path, f"truncated: {size} bytes, shorter than its header")
+        f = map_file(fd, size, path)
+        # Under the writers' lock: the committed header and its checksum do not move meanwhile.
+        lock_file(fd, True)
+        try:
+            problem = layout_problem(f, size, symbol, max_k, max_batch)
+        finally:
+            lock_file(fd, False)
+        if problem is not None:
+            munmap(f, size)
+            raise StoreFormatError(path, problem)
+    except BaseException:
+        os.close(fd)
+        raise
+    stats._attach(f, fd, path, sync)
+    return stats
 
-    cdef bint _sums_unreliable(self, int i) noexcept:
-        """True when the rounding error the sums may carry is too large for this window's spread.
 
-        The error of each sum is below SUM_ERROR times the mass (sum of |terms|) that went into
-        it; a volatile stretch that has left the window leaves that mass behind.
-        """
-        cdef SymbolHeader* h = self.h
-        cdef WindowSums* w = &h.sums[i]
-        cdef double lo = window_min(self, i), hi = window_max(self, i)
-        cdef double mean, m2, error, scale
-        cdef int64_t size = h.window[i], in_block = h.count % size
-        if lo == hi:
-            return False    # reported exactly from min and max
-        self._mean_m2(i, &mean, &m2)
-        # M2 moves one-for-one with the square sums and by 2|mean - ref| with the plain sums,
-        # whose error Cauchy-Schwarz bounds by the square sums' mass.
-        error = SUM_ERROR * (
-            2.0 * w.tail2.s + w.block2.s
-            + 4.0 * fabs(mean - w.tail_ref) * sqrt(size * w.tail2.s)
-            + 2.0 * fabs(mean - w.block_ref) * sqrt(in_block * w.block2.s))
-        scale = max(fabs(lo), fabs(hi))
-        return error > REBUILD_RELATIVE * m2 + REBUILD_ABSOLUTE * size * scale * scale
+def symbol_file_version(path):
+    """The format version a symbol file says it has (0 if it is too short to say)."""
+    with open(path, "rb") as file:
+        head = file.read(12)
+    return int.from_bytes(head[8:12], "little") if len(head) == 12 else 0
 
-    cdef void _rebuild_sums(self, int i) noexcept:
-        """Recompute window i's sums from the ring around a fresh reference: its mean."""
-        cdef SymbolHeader* h = self.h
-        cdef WindowSums* w = &h.sums[i]
-        cdef int64_t size = h.window[i], in_block = h.count % size
-        cdef int64_t first = h.count - size
-        cdef double ref = self.ring[newest_slot(h)]
-        cdef CompensatedSum s1, s2
-        clear_sums(&s1, &s2)
-        self._ring_terms(first, size, ref, &s1, &s2)
-        ref = ref + total(&s1) / size
-        w.tail_ref = w.block_ref = ref
-        clear_sums(&w.tail1, &w.tail2)
-        clear_sums(&w.gone1, &w.gone2)
-        clear_sums(&w.block1, &w.block2)
-        if in_block == 0:
-            self._ring_terms(first, size, ref, &w.tail1, &w.tail2)
-        else:
-            # Only the part of the tail still in the window is summed; gone starts afresh.
-            self._ring_terms(first, size - in_block, ref, &w.tail1, &w.tail2)
-            self._ring_terms(h.count - in_block, in_block, ref, &w.block1, &w.block2)
-        w.recomputes += 1
 
-    cdef void _ring_terms(self, int64_t first, int64_t n, double ref,
-                          CompensatedSum* s1, CompensatedSum* s2) noexcept:
-        """Add the shifted terms of the prices at positions first .. first+n-1 (in the ring)."""
-        cdef int64_t slot = first % self.h.ring_size, run
-        while n > 0:
-            run = min(n, self.h.ring_size - slot)
-            add_shifted_terms(self.ring + slot, run, ref, s1, s2)
-            n -= run
-            slot = 0
+cdef str v1_problem(const V1SymbolFile* old, int64_t size, bytes symbol, int max_k):
+    cdef int64_t capacity = 1
+    cdef uint64_t g = old.generation
+    cdef int i
+    for i in range(max_k):
+        capacity *= 10
+    if memcmp(old.magic, b"TSTATSYM", 8) != 0 or old.version != 1:
+        return "not a version 1 symbol file"
+    if old.max_k != max_k or old.capacity != capacity:
+        return f"created with max_k={old.max_k}, opened with max_k={max_k}"
+    if (old.slack < 0 or old.ring_size != capacity + old.slack or old.ring_size > 1 << 32
+            or old.ring_offset < <int64_t>sizeof(V1SymbolFile) or old.symbol_bytes > 256
+            or old.ring_offset + old.ring_size * <int64_t>sizeof(double) > size):
+        return "corrupt: its ring is outside the file"
+    if old.symbol_bytes != len(symbol) or memcmp(old.symbol, <const char*>symbol, len(symbol)) != 0:
+        return f"does not hold symbol {symbol!r}"
+    if old.writing != g and old.writing != g + 1:
+        return "corrupt: its commit words disagree"
+    if old.state[g & 1].count < 0:
+        return "corrupt: a negative count"
+    return None
 
-    # -- answering ---------------------------------------------------------------------------
 
-    cdef void _mean_m2(self, int i, double* mean, double* m2) noexcept:
-        """Mean and sum of squared deviations of window i, merging tail and block (Chan et al.)."""
-        cdef SymbolHeader* h = self.h
-        cdef WindowSums* w = &h.sums[i]
-        cdef int64_t size = h.window[i], in_block = h.count % size, in_tail = size - in_block
-        cdef double tail1 = difference(&w.tail1, &w.gone1)
-        cdef double tail2 = difference(&w.tail2, &w.gone2)
-        cdef double tail_mean = tail1 / in_tail
-        cdef double tail_m2 = max(tail2 - tail1 * tail_mean, 0.0)
-        cdef double block1, block_mean, block_m2, delta, share
-        if in_block == 0:
-            mean[0] = w.tail_ref + tail_mean
-            m2[0] = tail_m2
-            return
-        block1 = total(&w.block1)
-        block_mean = block1 / in_block
-        block_m2 = max(total(&w.block2) - block1 * block_mean, 0.0)
-        delta = (w.block_ref - w.tail_ref) + (block_mean - tail_mean)
-        share = <double>in_block / size
-        mean[0] = w.tail_ref + (tail_mean + delta * share)
-        m2[0] = tail_m2 + block_m2 + delta * delta * in_tail * share
-
-    cdef Stats _stats(self, int k):
-        cdef SymbolHeader* h = self.h
-        cdef int i = k - 1
-        cdef Stats result
-        if h.count < h.window[i]:
-            raise NotEnoughDataError()
-        result = Stats.__new__(Stats)
-        result.last = self.ring[newest_slot(h)]
-        self._window_values(i, &result.min, &result.max, &result.avg, &result.var)
-        return result
-
-    cdef void _window_values(self, int i, double* low, double* high, double* avg,
-                             double* var) noexcept:
-        """min, max, avg, var of window i, which must be full."""
-        cdef double mean, m2, spread
-        low[0] = window_min(self, i)
-        high[0] = window_max(self, i)
-        if low[0] == high[0]:
-            # A constant window: exact, whatever came before.
-            avg[0] = low[0]
-            var[0] = 0.0
-            return
-        self._mean_m2(i, &mean, &m2)
-        # Rounding can only push these outside what the exact min and max allow.
-        avg[0] = min(max(mean, low[0]), high[0])
-        spread = high[0] - low[0]
-        var[0] = min(max(m2 / self.h.window[i], 0.0), 0.25 * spread * spread)
+def _migrate_v1_file(old_path, int new_fd, new_path, bytes symbol, int max_k,
+                     int64_t max_batch):
+    """Write, into the new empty file behind new_fd, the version 2 file of the version 1 file at
+    old_path: the same count, the same window of prices, the exact sums recomputed, the deques
+    rebuilt. The old file is only read (StoreFormatError if it cannot be)."""
+    cdef int fd = os.open(old_path, os.O_RDONLY | os.O_CLOEXEC)
+    cdef int64_t size = os.fstat(fd).st_size
+    cdef void* mapped
+    cdef const V1SymbolFile* old
+    cdef SymbolStats target
+    cdef str problem
+    try:
+        if size < <int64_t>sizeof(V1SymbolFile):
+            raise StoreFormatError(old_path, f"truncated: {size} bytes")
+        mapped = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0)
+        if mapped == MAP_FAILED:
+            raise_map_failed(old_path)
+    finally:
+        os.close(fd)
+    old = <const V1SymbolFile*>mapped
+    try:
+        problem = v1_problem(old, size, symbol, max_k)
+        if problem is not None:
+            raise StoreFormatError(old_path, problem)
+        format_symbol_file(new_fd, symbol, max_k, max_batch, new_path)
+        target = _open_symbol_file(new_path, symbol, max_k, max_batch, False)
+        try:
+            target._load(<const double*>(<const char*>mapped + old.ring_offset), old.ring_size,
+                         old.state[old.generation & 1].count)
+        except ValueError as error:
+            raise StoreFormatError(old_path, str(error)) from None
+        target.file.recoveries = old.recoveries
+    finally:
+        munmap(mapped, size)
+    return target
 
 
 cdef class Store:
@@ -1054,11 +1066,13 @@ cdef class Store:
         cdef array prices = as_prices(values)
         cdef SymbolStats target = self._symbols.get(symbol)
         if target is None:
+            if self._directory is not None and len(prices) > self._directory.max_batch:
+                # Refused before the symbol exists: a refused batch creates nothing.
+                raise ValueError(
+                    f"a batch of {len(prices)} prices is more than this file store takes at "
+                    f"once ({self._directory.max_batch}, fixed when the store was created)")
             target = self._create(symbol)
-        if target.file is NULL:
-            target._append(prices.data.as_doubles, len(prices))
-        else:
-            target._write_file_batch(prices.data.as_doubles, len(prices))
+        target._add_prices(prices.data.as_doubles, len(prices))
 
     cdef SymbolStats _create(self, symbol):
         cdef SymbolStats target
@@ -1079,16 +1093,30 @@ cdef class Store:
         return self[symbol].prices(n)
 
     def symbols(self):
-        """Every symbol with its count and last price (of one commit), sorted by symbol."""
+        """Every symbol with its count and last price (of one commit), sorted by symbol. A symbol
+        whose file fails a check is left out (its own reads say why)."""
         listed = []
         for symbol in sorted(self):
-            count, last = self[symbol].count_and_last()
+            try:
+                count, last = self[symbol].count_and_last()
+            except StoreFormatError:
+                continue
             listed.append({"symbol": symbol, "count": count, "last": last})
         return listed
 
     def recover(self):
         """Open every symbol and roll back any torn batch; the symbols that had one."""
         return [symbol for symbol in self if self[symbol].recover()]
+
+    def verify(self):
+        """SymbolStats.verify() for every symbol: {symbol: the reason} for each that failed."""
+        damaged = {}
+        for symbol in self:
+            try:
+                self[symbol].verify()
+            except StoreFormatError as error:
+                damaged[symbol] = error.reason
+        return damaged
 
     @property
     def nbytes(self):

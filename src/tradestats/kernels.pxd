@@ -1,87 +1,21 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# The rolling kernels: compensated sums and monotonic deques over one symbol's state.
+# The rolling kernels: monotonic deques over one symbol's state (exact sums: exact.h).
 #
 # Small inline helpers with their state passed explicitly (a SymbolHeader and its arrays), no
 # Python objects, no allocation, no GIL: engine.pyx drives them over the heap or a mapped file,
 # and other Cython code may cimport them. Their slow, obvious references are in tests/.
 
-from libc.math cimport fabs
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memset
 
-from tradestats.layout cimport CompensatedSum, DequeCursor, DequeHeader, SymbolHeader
+from tradestats.layout cimport DequeCursor, DequeHeader, SymbolHeader
 
 # Prices are appended in chunks: sums and deque fronts are brought up to date once per chunk.
 # A chunk is at most capacity - 10**(max_k-1) prices (at most capacity if max_k is 1), so that no
 # price inside a smaller window at the start of a chunk can leave the largest window before the
-# chunk ends, and the chunk never laps the ring.
+# chunk ends, and at most a store's max_batch, so it never overwrites a ring slot still in use.
 cdef enum:
     CHUNK = 4096
-# Terms are summed plainly in groups of GROUP (four lanes), each group folded into a Neumaier sum:
-# the rounding error of a window's sum of squares is then below SUM_ERROR (engine.pyx) times
-# the sum's mass.
-cdef enum:
-    GROUP = 64
-
-# ---------------------------------------------------------------------------------------------
-# Compensated sums.
-
-cdef inline void neumaier_add(CompensatedSum* acc, double x) noexcept nogil:
-    cdef double t = acc.s + x
-    if fabs(acc.s) >= fabs(x):
-        acc.c += (acc.s - t) + x
-    else:
-        acc.c += (x - t) + acc.s
-    acc.s = t
-
-
-cdef inline double total(const CompensatedSum* acc) noexcept nogil:
-    return acc.s + acc.c
-
-
-cdef inline double difference(const CompensatedSum* a, const CompensatedSum* b) noexcept nogil:
-    return (a.s - b.s) + (a.c - b.c)
-
-
-cdef inline void add_shifted_terms(const double* xs, Py_ssize_t n, double ref,
-                                   CompensatedSum* sum1, CompensatedSum* sum2) noexcept nogil:
-    """sum1 += sum(x - ref), sum2 += sum((x - ref)**2) over xs[:n]."""
-    cdef Py_ssize_t i = 0, j, m
-    cdef double a0, a1, a2, a3, q0, q1, q2, q3, d0, d1, d2, d3
-    while i < n:
-        m = n - i
-        if m > GROUP:
-            m = GROUP
-        a0 = a1 = a2 = a3 = q0 = q1 = q2 = q3 = 0.0
-        j = 0
-        # Four independent lanes: the plain sums run in parallel instead of one long chain.
-        while j + 4 <= m:
-            d0 = xs[i + j] - ref
-            d1 = xs[i + j + 1] - ref
-            d2 = xs[i + j + 2] - ref
-            d3 = xs[i + j + 3] - ref
-            a0 += d0
-            a1 += d1
-            a2 += d2
-            a3 += d3
-            q0 += d0 * d0
-            q1 += d1 * d1
-            q2 += d2 * d2
-            q3 += d3 * d3
-            j += 4
-        while j < m:
-            d0 = xs[i + j] - ref
-            a0 += d0
-            q0 += d0 * d0
-            j += 1
-        neumaier_add(sum1, (a0 + a1) + (a2 + a3))
-        neumaier_add(sum2, (q0 + q1) + (q2 + q3))
-        i += m
-
-
-cdef inline void clear_sums(CompensatedSum* a, CompensatedSum* b) noexcept nogil:
-    a.s = a.c = b.s = b.c = 0.0
-
 
 # ---------------------------------------------------------------------------------------------
 # Deques of ring slots.
@@ -196,8 +130,8 @@ cdef inline int64_t newest_slot(const SymbolHeader* h) noexcept nogil:
     return (h.count - 1) % h.ring_size
 
 
-cdef inline void init_header(SymbolHeader* h, int max_k, int64_t slack) noexcept nogil:
-    """An empty symbol: windows 10**1 .. 10**max_k, a ring of 10**max_k + slack slots."""
+cdef inline void init_header(SymbolHeader* h, int max_k, int64_t ring_size) noexcept nogil:
+    """An empty symbol: windows 10**1 .. 10**max_k, a ring of ring_size slots, zero sums."""
     cdef int i
     cdef int64_t size = 1
     memset(h, 0, sizeof(SymbolHeader))
@@ -206,7 +140,9 @@ cdef inline void init_header(SymbolHeader* h, int max_k, int64_t slack) noexcept
         size *= 10
         h.window[i] = size
     h.capacity = size
-    h.ring_size = size + slack
+    h.ring_size = ring_size
+    h.lows.at.capacity = size
+    h.highs.at.capacity = size
 
 
 cdef inline void rebuild_deques(SymbolHeader* h, const double* ring, uint32_t* lows,

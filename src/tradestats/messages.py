@@ -85,6 +85,12 @@ STORE_OPENED = (
     "data directory {data_dir} ({kind}, {durability}): {symbols} symbols, {prices} prices; "
     "{torn} torn batches rolled back; opened in {seconds:.3f} s"
 )
+MIGRATION_STARTED = (
+    "{root}: format version {old} -> {new}: migrating {symbols} symbols (each rewritten whole "
+    "beside the old file, then renamed over it; a stop resumes at the next open)"
+)
+MIGRATION_SYMBOL = "{path}: migrated {done}/{total}: {prices} prices, {seconds:.2f} s"
+MIGRATION_DONE = "{root}: migrated {symbols} symbols to format version {new} in {seconds:.2f} s"
 STORE_PERSISTENT = "kept across restarts"
 STORE_EPHEMERAL = "ephemeral: removed when the server stops"
 DURABILITY_PROCESS = "a batch survives any process crash"
@@ -95,6 +101,11 @@ STORE_REFUSED = "tradestats-serve: cannot use the data directory: {error}"
 SYNC_FAILED = (
     "The disk did not confirm the batch (sync mode); nothing of it was stored, retry later"
 )
+SYMBOL_DAMAGED = (
+    "Symbol {symbol} is not served: its file failed a check ({reason}); the other symbols are "
+    "not affected"
+)
+SYMBOL_DAMAGED_LOG = "{path}: refused: {reason}"
 DISK_FULL = (
     "Insufficient storage: the disk holding the data is full; nothing of the batch was stored"
 )

@@ -7,9 +7,15 @@ Guarantees and limits (the symbol files themselves: layout.pxd):
   ``_`` and ``-`` stay as they are and every other character becomes its UTF-8 bytes as ``%XX``
   (so ``/``, ``.``, ``..`` and any Unicode are safe); a name longer than 240 bytes is split
   into nested directories. The symbol is also stored in the file's header and checked on open.
-* ``tradestats-store.json`` records the format version, max_k and the ring slack (the largest
-  batch). A store opened with another max_k, a larger max_batch or an unknown version is refused
-  with StoreFormatError naming the file and the reason; nothing is changed.
+* ``tradestats-store.json`` records the format version, max_k and the largest batch (which
+  fixes the ring's slack). A store opened with another max_k, a larger max_batch or an unknown
+  version is refused with StoreFormatError naming the file and the reason; nothing is changed.
+* A store of format version 1 is migrated to version 2 when it is opened (under the lock, so
+  every other opener waits): each symbol file is rewritten whole in ``tmp/`` from the old file's
+  window of prices (exact sums recomputed, deques rebuilt), fsynced, and renamed over the old
+  one; the metadata says version 2 only after every symbol has. A stop at any point leaves every
+  symbol whole in one version or the other, and the next open carries on. Needs the disk space
+  of one more symbol file while it runs. Stop every process of the previous version first.
 * A symbol is created under ``store.lock`` (an open-file-description lock, which the kernel
   releases if its holder dies): the count is checked and the new file, formatted under a
   temporary name in ``tmp/``, is renamed into place. So creation is atomic and at most
@@ -29,6 +35,7 @@ import logging
 import os
 import string
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Iterator
@@ -36,17 +43,18 @@ from urllib.parse import unquote_to_bytes
 
 from tradestats import limits, messages
 from tradestats.engine import (
-    DiskFullError,
-    StoreFormatError,
     SymbolStats,
-    TooManySymbolsError,
-    _format_symbol_file,
-    _lock_fd,
+    _migrate_v1_file,
     _open_symbol_file,
+    symbol_file_version,
 )
+from tradestats.errors import DiskFullError, StoreFormatError, TooManySymbolsError
+from tradestats.symbolfile import format_symbol_file, lock_fd
 
 FORMAT = "tradestats-store"
-VERSION = 1
+VERSION = 2
+#: Versions this tradestats migrates on open.
+MIGRATES_FROM = frozenset({1})
 META_NAME = "tradestats-store.json"
 LOCK_NAME = "store.lock"
 SYMBOLS_DIR = "symbols"
@@ -123,8 +131,10 @@ class SymbolDirectory:
         for folder in (self.root, self.root / SYMBOLS_DIR, self.root / TMP_DIR):
             folder.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
         with self._locked():
-            self.max_batch = self._check_or_write_meta(max_batch)
+            self.max_batch, version = self._check_or_write_meta(max_batch)
             self._remove_leftovers()
+            if version != VERSION:
+                self._migrate(version)
         self._thread_lock = threading.Lock()
         _OPEN_DIRECTORIES.add(self)
 
@@ -142,8 +152,8 @@ class SymbolDirectory:
             created = max_batch or limits.DEFAULT_MAX_BATCH
             meta = {"format": FORMAT, "version": VERSION, "max_k": self.max_k,
                     "max_batch": created}
-            self._write_atomically(meta_path, json.dumps(meta, indent=2).encode() + b"\n")
-            return created
+            self._write_meta(created)
+            return created, VERSION
         try:
             meta = json.loads(meta_path.read_bytes())
             kind, version = meta["format"], meta["version"]
@@ -157,7 +167,7 @@ class SymbolDirectory:
                                        "positive integer")
         if kind != FORMAT:
             raise StoreFormatError(meta_path, f"not a tradestats store ({kind!r})")
-        if version != VERSION:
+        if version != VERSION and version not in MIGRATES_FROM:
             raise StoreFormatError(
                 meta_path, f"format version {version}; this tradestats reads version {VERSION}")
         if stored_k != self.max_k:
@@ -167,7 +177,49 @@ class SymbolDirectory:
             raise StoreFormatError(
                 meta_path, f"created for batches of at most {stored_batch} prices, "
                 f"opened with max_batch={max_batch}")
-        return stored_batch
+        return stored_batch, version
+
+    def _write_meta(self, max_batch: int) -> None:
+        meta = {"format": FORMAT, "version": VERSION, "max_k": self.max_k,
+                "max_batch": max_batch}
+        self._write_atomically(self.root / META_NAME, json.dumps(meta, indent=2).encode() + b"\n")
+
+    def _migrate(self, version: int) -> None:
+        """Rewrite every symbol file still in ``version`` (we hold the lock; see the module doc)."""
+        started = time.monotonic()
+        symbols = self.symbols()
+        log.warning(messages.MIGRATION_STARTED.format(root=self.root, old=version, new=VERSION,
+                                                      symbols=len(symbols)))
+        for done, symbol in enumerate(symbols, 1):
+            path = self.path_of(symbol)
+            if symbol_file_version(path) == VERSION:   # done before a stop
+                continue
+            began = time.monotonic()
+            migrated = self._migrate_file(symbol, path)
+            log.warning(messages.MIGRATION_SYMBOL.format(
+                path=path, done=done, total=len(symbols), prices=len(migrated),
+                seconds=time.monotonic() - began))
+        self._write_meta(self.max_batch)
+        log.warning(messages.MIGRATION_DONE.format(root=self.root, symbols=len(symbols),
+                                                   new=VERSION,
+                                                   seconds=time.monotonic() - started))
+
+    def _migrate_file(self, symbol: str, path: Path) -> SymbolStats:
+        temporary = self.root / TMP_DIR / f"migrating-{os.getpid()}{SUFFIX}"
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     self.file_mode)
+        try:
+            migrated = _migrate_v1_file(path, fd, temporary, symbol.encode(), self.max_k,
+                                        self.max_batch)
+            os.fsync(fd)   # whatever the sync mode: this rename replaces the only copy
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        finally:
+            os.close(fd)
+        os.rename(temporary, path)
+        self._sync_directory(path.parent, always=True)
+        return migrated
 
     def _write_atomically(self, path: Path, data: bytes) -> None:
         temporary = self.root / TMP_DIR / f"{path.name}.{os.getpid()}"
@@ -240,7 +292,7 @@ class SymbolDirectory:
             fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                          self.file_mode)
             try:
-                _format_symbol_file(fd, symbol.encode(), self.max_k, self.max_batch, path)
+                format_symbol_file(fd, symbol.encode(), self.max_k, self.max_batch, path)
                 if self.sync:
                     os.fsync(fd)
             except BaseException:
@@ -259,7 +311,7 @@ class SymbolDirectory:
     def _locked(self) -> Iterator[None]:
         fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
         try:
-            _lock_fd(fd)
+            lock_fd(fd)
             yield  # closing the descriptor releases its lock
         finally:
             os.close(fd)
@@ -274,8 +326,8 @@ class SymbolDirectory:
         for each in reversed(missing):
             each.mkdir(mode=self.dir_mode, exist_ok=True)
 
-    def _sync_directory(self, folder: Path) -> None:
-        if not self.sync:
+    def _sync_directory(self, folder: Path, always: bool = False) -> None:
+        if not (self.sync or always):
             return
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -12,7 +12,7 @@ written at once.
 Request counts and latencies are per process; under tradestats-serve (``PROMETHEUS_MULTIPROC_DIR``
 set by the server) prometheus_client's multiprocess mode keeps them in files that every worker's
 scrape sums, so a scrape on any worker covers all of them and a worker that restarts keeps
-what it counted. What the store holds (symbols, prices, rebuilds, roll-backs) is read
+what it counted. What the store holds (symbols, prices, roll-backs, damaged files) is read
 from the shared store itself at scrape time: no process keeps a copy that could disagree.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client import values
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from tradestats.errors import StoreFormatError
 
 #: Request latency buckets, seconds: a GET takes tens of microseconds, a 10,000-value POST
 #: a fraction of a millisecond.
@@ -53,22 +55,25 @@ class StoreCollector:
 
     def collect(self):
         symbols = list(self._store)
-        held = received = rebuilds = recoveries = 0
+        held = received = recoveries = damaged = 0
         for symbol in symbols:
-            stats = self._store[symbol]
-            count = len(stats)
+            try:
+                stats = self._store[symbol]
+                count = len(stats)
+            except StoreFormatError:   # refused by name on its own requests; counted here
+                damaged += 1
+                continue
             received += count
             held += min(count, 10 ** stats.max_k)
-            rebuilds += sum(stats.rebuilds)
             recoveries += stats.recoveries
         yield GaugeMetricFamily("tradestats_symbols", "Symbols stored.", value=len(symbols))
         yield GaugeMetricFamily("tradestats_prices_held",
                                 "Prices held in the windows of all symbols.", value=held)
         yield CounterMetricFamily("tradestats_prices_received",
                                   "Prices ever stored, all symbols.", value=received)
-        yield CounterMetricFamily("tradestats_window_rebuilds",
-                                  "Windows rebuilt from the ring (numerical safety valve).",
-                                  value=rebuilds)
+        yield GaugeMetricFamily("tradestats_damaged_symbols",
+                                "Symbols whose file failed a check: refused, not served.",
+                                value=damaged)
         yield CounterMetricFamily("tradestats_torn_batch_recoveries",
                                   "Batches of killed writers rolled back.", value=recoveries)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Callable
 
@@ -13,6 +14,7 @@ from tradestats import (
     NotEnoughDataError,
     StorageSyncError,
     Store,
+    StoreFormatError,
     TooManySymbolsError,
     limits,
     messages,
@@ -26,6 +28,8 @@ from tradestats.web.inputs import (
     strict_integer,
     symbol_problem,
 )
+
+log = logging.getLogger("tradestats.web")
 
 
 # --- the store, shared by the resources -----------------------------------------------------------
@@ -47,11 +51,11 @@ class SerializedStore:
         return self.store.max_k
 
     def add(self, symbol: str, values: list) -> None:
-        with self._lock:
+        with self._lock, refused_if_damaged(symbol):
             self.store.add(symbol, values)
 
     def stats(self, symbol: str, k: int):
-        with self._lock:
+        with self._lock, refused_if_damaged(symbol):
             return self.store.stats(symbol, k)
 
     def summary(self) -> list[dict]:
@@ -60,8 +64,21 @@ class SerializedStore:
             return self.store.symbols()
 
     def prices(self, symbol: str, n: int) -> list[float]:
-        with self._lock:
+        with self._lock, refused_if_damaged(symbol):
             return self.store.prices(symbol, n).tolist()
+
+
+@contextlib.contextmanager
+def refused_if_damaged(symbol: str):
+    """A symbol whose file fails a check is answered 500 naming it, never served; the other
+    symbols are not affected."""
+    try:
+        yield
+    except StoreFormatError as error:
+        log.error(messages.SYMBOL_DAMAGED_LOG.format(path=error.path, reason=error.reason))
+        raise falcon.HTTPInternalServerError(
+            description=messages.SYMBOL_DAMAGED.format(symbol=symbol, reason=error.reason)
+        ) from None
 
 
 # --- resources ------------------------------------------------------------------------------------

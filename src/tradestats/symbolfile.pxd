@@ -1,0 +1,23 @@
+# The symbol file (layout.pxd) as storage: checksums, mapping, formatting, validation, locks.
+# engine.pyx's SymbolStats drives the commit protocol over what these functions map and check.
+
+from libc.stdint cimport int64_t, uint32_t
+
+from tradestats.layout cimport BlockRecord, Snapshot, SymbolFile, SymbolHeader
+
+cdef uint32_t crc_extend(uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF
+cdef uint32_t header_crc(const SymbolHeader* h) except? 0xFFFFFFFF
+cdef uint32_t snapshot_crc(const Snapshot* s) except? 0xFFFFFFFF
+cdef uint32_t record_crc(const BlockRecord* r) except? 0xFFFFFFFF
+cdef uint32_t identity_crc(const SymbolFile* f) except? 0xFFFFFFFF
+
+cdef SymbolFile* map_anonymous(int max_k, int64_t max_batch) except NULL
+cdef SymbolFile* map_file(int fd, int64_t size, object path) except NULL
+cdef void format_layout(SymbolFile* f, bytes symbol, int max_k, int64_t max_batch) noexcept
+cdef str layout_problem(const SymbolFile* f, int64_t size, bytes symbol, int max_k,
+                        int64_t max_batch)
+cdef str prices_problem(const SymbolFile* f, const SymbolHeader* h)
+
+cdef int lock_file(int fd, bint exclusive) except -1
+cdef int reserve(int fd, int64_t offset, int64_t length, object path) except -1
+cdef int errno_value() noexcept
