@@ -265,3 +265,41 @@ def test_a_worker_that_exits_leaves_the_shared_directories_alone(server_kind, tm
         check_symbol(server, "E", 110)
     finally:
         stop_cleanly(server)
+
+
+def test_a_damaged_symbol_is_refused_by_name_and_the_others_served(tmp_path):
+    """Issue #16: a symbol file truncated from outside killed workers with SIGBUS, and a restart
+    refused the whole directory. Now that symbol answers 500 naming it, on every worker, the
+    others go on, and a restart serves the others and names the damaged file."""
+    args = (*TWO_WORKERS, "--data-dir", str(tmp_path / "data"))
+    server = ServerProcess("granian", args, tmp_path / "first.log")
+    damaged = tmp_path / "data" / "symbols" / "BAD.sym"
+    try:
+        for symbol in ("BAD", "GOOD"):
+            assert_added(post_batch(server, symbol, unique_stream(0, 1500)))
+        os.truncate(damaged, 4096)
+        workers = sorted(server.worker_pids())
+        for _ in range(6):   # fresh connections: both workers
+            for path in ("/stats/?symbol=BAD&k=1", "/prices/?symbol=BAD&n=5"):
+                reply = server.request("GET", path)
+                assert reply.status == 500, reply.body
+                assert "Symbol BAD is not served" in reply.json()["detail"]
+                assert "truncated" in reply.json()["detail"]
+            reply = post_batch(server, "BAD", [1.0])
+            assert reply.status == 500 and "Symbol BAD" in reply.json()["detail"]
+            check_symbol(server, "GOOD", 1500)
+        assert_added(post_batch(server, "GOOD", unique_stream(1500, 1600)))
+        check_symbol(server, "GOOD", 1600)
+        assert sorted(server.worker_pids()) == workers   # no worker died
+        listed = server.request("GET", "/symbols").json()["symbols"]
+        assert [entry["symbol"] for entry in listed] == ["GOOD"]
+    finally:
+        stop_cleanly(server)
+    again = ServerProcess("granian", args, tmp_path / "second.log")
+    try:
+        assert f"{damaged}: refused: truncated" in again.log
+        assert "1 damaged" in again.log
+        check_symbol(again, "GOOD", 1600)
+        assert get_stats(again, "BAD", 1).status == 500
+    finally:
+        stop_cleanly(again)

@@ -11,6 +11,8 @@ import multiprocessing
 import random
 import signal
 import struct
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -174,3 +176,61 @@ def test_flipped_deque_bytes_never_crash_or_hang(tmp_path):
     outcomes, deaths = run_all(tmp_path, pristine, cases)
     assert deaths == [], deaths[:20]
     assert not [key for key in outcomes if key.startswith(("unnamed", "other"))], outcomes
+
+
+TRUNCATION_CHILD = """
+import os, sys
+from tradestats import Store, StoreCorruptionError
+path, size = sys.argv[1], int(sys.argv[2])
+store = Store(max_k=3, path=path, max_batch=100)
+for start in range(0, 1500, 100):
+    store.add("BAD", [float(i) for i in range(start, start + 100)])
+store.add("GOOD", [1.0, 2.0] * 50)
+os.truncate(os.path.join(path, "symbols", "BAD.sym"), size)
+calls = [lambda: store.stats("BAD", 1), lambda: store.prices("BAD", 5),
+         lambda: store.add("BAD", [1.0]), lambda: len(store["BAD"]),
+         lambda: store["BAD"].recover(), lambda: store["BAD"].verify()]
+for call in calls:
+    try:
+        call()
+    except StoreCorruptionError as error:
+        assert "BAD.sym" in str(error) and "truncated" in str(error), error
+    else:
+        raise AssertionError("served a truncated file")
+assert store.verify() == {"BAD": store.verify()["BAD"]} and "truncated" in store.verify()["BAD"]
+assert [entry["symbol"] for entry in store.symbols()] == ["GOOD"]
+store.add("GOOD", [3.0] * 10)
+assert store.stats("GOOD", 1).avg == 3.0
+print("ok")
+"""
+
+
+def test_a_file_truncated_while_mapped_is_refused_by_name_not_a_sigbus(tmp_path):
+    """Issue #16: truncating a mapped file from outside killed the process touching it
+    (SIGBUS). Each call checks the size first (one fstat) and refuses the symbol by name; the
+    others go on. In a child process: a SIGBUS would show as its exit status."""
+    for size in (0, 4096, LAYOUT["file_size"] - 4096):
+        folder = tmp_path / f"store-{size}"
+        done = subprocess.run([sys.executable, "-c", TRUNCATION_CHILD, str(folder), str(size)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", (size, done.stderr[-2000:])
+
+
+def test_verify_finds_what_the_checks_in_use_do_not(tmp_path):
+    """A flipped deque entry gives a wrong minimum that no checksum covers (the deques change in
+    place); verify() recomputes every window from the checksummed prices and names it."""
+    store = Store(max_k=MAX_K, path=tmp_path, max_batch=MAX_BATCH)
+    for start in range(0, 1200, 100):
+        store.add("A", [1000.0 + (i * 37 % 101) for i in range(start, start + 100)])
+    assert store.verify() == {}
+    target = tmp_path / "symbols" / "A.sym"
+    data = bytearray(target.read_bytes())
+    stats_before = store.stats("A", 3)
+    # Point every minimum-deque entry at slot 0: the next commit's minimum is wrong.
+    for entry in range(LAYOUT["capacity"]):
+        struct.pack_into("<I", data, LAYOUT["lows_offset"] + 4 * entry, 0)
+    target.write_bytes(data)
+    reopened = Store(max_k=MAX_K, path=tmp_path)
+    reopened.add("A", [1050.0])
+    assert "statistics of window" in reopened.verify()["A"]
+    assert stats_before.min == min(1000.0 + (i * 37 % 101) for i in range(200, 1200))

@@ -16,6 +16,8 @@ cdef class Stats:
 cdef class SymbolStats:
     cdef SymbolFile* file          # the mapping: anonymous (heap) or a symbol file
     cdef size_t mapped_bytes
+    cdef int max_k_                # the file's max_k, kept here: a reader touches no page first
+    cdef int64_t max_batch_
     cdef SymbolHeader* h           # the state the kernels work on
     cdef double* ring
     cdef uint32_t* low_slots
@@ -44,7 +46,7 @@ cdef class SymbolStats:
     cdef void _compute_snapshot(self, Snapshot* snap) noexcept
     cdef int _snapshot(self, Snapshot* out) except -1
     cdef bint _read_snapshot(self, Snapshot* out) noexcept
-    cdef int _verify_state(self) except -1
+    cdef int _verify_state(self, bint recompute) except -1
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
     cdef int _prepare_commit(self, uint64_t generation) except -1
     cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1

@@ -86,9 +86,10 @@ class SymbolStats:
         """The last n prices (fewer if fewer are held), oldest first, in one copy."""
     def recover(self) -> bool:
         """Roll back a torn batch now if there is one; True if there was."""
-    def verify(self) -> None:
-        """Check the checksums and every window's statistics against the prices themselves
-        (reads the whole window); StoreCorruptionError names the first difference."""
+    def verify(self, recompute: bool = True) -> None:
+        """Check the checksums (header, snapshot, the window's prices) and, with recompute, every
+        window's statistics against the prices themselves (reads the whole window);
+        StoreCorruptionError names the first difference."""
     def add(self, values: Prices) -> None:
         """Append prices, oldest first; all or nothing. ValueError names the first bad index."""
     def stats(self, k: int) -> Stats:

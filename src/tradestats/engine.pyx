@@ -82,6 +82,7 @@ cdef extern from *:
     void ts_fence_full() noexcept nogil
 
 cdef double _MAX_ABS_PRICE = MAX_ABS_PRICE
+cdef int64_t[9] WINDOWS = [10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9]
 cdef array _DOUBLE_TEMPLATE = array("d")
 
 # The heap store takes batches of any size, a chunk at a time: its ring has room for one.
@@ -310,6 +311,8 @@ cdef class SymbolStats:
         cdef char* base = <char*>f
         self.file = f
         self.mapped_bytes = f.file_size
+        self.max_k_ = <int>f.max_k   # kept: a call reads no page of a file before its checks
+        self.max_batch_ = f.max_batch
         self.h = &f.state[f.generation & 1]
         self.ring = <double*>(base + f.ring_offset)
         self.low_slots = <uint32_t*>(base + f.lows_offset)
@@ -334,13 +337,16 @@ cdef class SymbolStats:
 
     @property
     def max_k(self):
-        return self.h.max_k
+        return self.max_k_
 
     @property
     def nbytes(self):
         """Bytes held now: memory in the heap, disk blocks in a file (ring, deques, records)."""
         cdef SymbolFile* f = self.file
-        cdef int64_t slots = f.reserved if self.fd >= 0 else min(self.h.count, f.ring_size)
+        cdef int64_t slots
+        if self.fd >= 0:
+            self._check_size()
+        slots = f.reserved if self.fd >= 0 else min(self.h.count, f.ring_size)
         cdef int64_t records = min((slots + BLOCK_PRICES - 1) // BLOCK_PRICES, f.blocks)
         return (f.header_bytes + slots * sizeof(double)
                 + 2 * min(slots, f.capacity) * sizeof(uint32_t) + records * sizeof(BlockRecord))
@@ -348,6 +354,8 @@ cdef class SymbolStats:
     @property
     def recoveries(self):
         """Torn batches (a writer killed mid-batch) rolled back in this symbol's file; 0 in the heap."""
+        if self.fd >= 0:
+            self._check_size()
         return self.file.recoveries
 
     def __len__(self):
@@ -369,11 +377,11 @@ cdef class SymbolStats:
 
     def stats(self, k):
         """Statistics over the last 10**k prices, in O(1)."""
-        cdef int i = integer_in_range("k", k, 1, self.h.max_k) - 1
+        cdef int i = integer_in_range("k", k, 1, self.max_k_) - 1
         cdef Snapshot snap
         cdef Stats result
         self._snapshot(&snap)
-        if snap.count < self.h.window[i]:
+        if snap.count < WINDOWS[i]:
             raise NotEnoughDataError()
         result = Stats.__new__(Stats)
         result.min, result.max, result.last = snap.min[i], snap.max[i], snap.last
@@ -429,29 +437,31 @@ cdef class SymbolStats:
         with self._thread_lock:
             lock_file(self.fd, True)
             try:
+                self._check_size()
                 return self._recover_if_torn() == 1
             finally:
                 lock_file(self.fd, False)
 
-    def verify(self):
-        """Check everything this symbol holds against its prices: the checksums of the header,
-        the snapshot and the prices of the largest window, and every window's statistics
-        recomputed from the prices. Raises StoreCorruptionError naming the first difference.
-        Reads the whole window (about 0.3 s per 10**8 prices); a file's writers wait meanwhile."""
+    def verify(self, recompute=True):
+        """Check everything this symbol holds: the checksums of its header, its snapshot and the
+        prices of its largest window, and (recompute) every window's statistics recomputed from
+        the prices. Raises StoreCorruptionError naming the first difference. Reads the whole
+        window; a file's writers wait meanwhile."""
         if self.fd < 0:
-            self._verify_state()
+            self._verify_state(recompute)
             return
         self._own_description()
         with self._thread_lock:
             lock_file(self.fd, True)
             try:
+                self._check_size()
                 self._recover_if_torn()
-                self._verify_state()
+                self._verify_state(recompute)
             finally:
                 lock_file(self.fd, False)
 
     def __repr__(self):
-        return f"SymbolStats(max_k={self.h.max_k}, len={len(self)})"
+        return f"SymbolStats(max_k={self.max_k_}, len={len(self)})"
 
     # -- appending --------------------------------------------------------------------------
 
@@ -685,12 +695,13 @@ cdef class SymbolStats:
                 return True
         return False
 
-    cdef int _verify_state(self) except -1:
+    cdef int _verify_state(self, bint recompute) except -1:
         """(verify) The committed state against checksums and against the prices themselves."""
         cdef Snapshot published, fresh
         cdef str problem
         cdef int i
         if self.fd >= 0:
+            self._check_size()
             problem = layout_problem(self.file, os.fstat(self.fd).st_size,
                                      bytes(self.file.symbol[:self.file.symbol_bytes]),
                                      self.file.max_k, self.file.max_batch)
@@ -699,6 +710,8 @@ cdef class SymbolStats:
             if problem is not None:
                 raise StoreCorruptionError(self.path, problem)
         self._snapshot(&published)
+        if not recompute:
+            return 0
         recompute_snapshot(self, &fresh)
         for i in range(self.h.max_k):
             if self.h.count >= self.h.window[i] and (
@@ -717,10 +730,10 @@ cdef class SymbolStats:
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1:
         cdef SymbolFile* f = self.file
         cdef uint64_t g
-        if n > f.max_batch:
+        if n > self.max_batch_:
             raise ValueError(
                 f"a batch of {n} prices is more than this file store takes at once "
-                f"({f.max_batch}, fixed when the store was created)")
+                f"({self.max_batch_}, fixed when the store was created)")
         if n == 0:
             return 0
         self._own_description()

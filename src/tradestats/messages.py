@@ -83,7 +83,8 @@ STARTUP = (
 )
 STORE_OPENED = (
     "data directory {data_dir} ({kind}, {durability}): {symbols} symbols, {prices} prices; "
-    "{torn} torn batches rolled back; opened in {seconds:.3f} s"
+    "{torn} torn batches rolled back; {damaged} damaged symbols refused (named above); "
+    "checksums checked, opened in {seconds:.3f} s"
 )
 MIGRATION_STARTED = (
     "{root}: format version {old} -> {new}: migrating {symbols} symbols (each rewritten whole "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import logging.config
 import os
 import shutil
 import sys
@@ -19,6 +21,8 @@ from typing import Any, Callable, Sequence
 
 from tradestats import Store, StoreFormatError, __version__, limits, logs, messages
 from tradestats.engine import symbol_file_size
+
+log = logging.getLogger("tradestats.server")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: What serves HTTP: ``granian`` (the default, see servers/granian.py) or ``gunicorn``.
@@ -113,19 +117,32 @@ class OpenedStore:
     symbols: int
     prices: int
     torn: list
+    damaged: list
     seconds: float
 
 
 def open_and_recover(settings: ServeSettings) -> OpenedStore:
-    """Open the data directory in the master: refuse it now if unusable, roll back torn batches.
+    """Open the data directory in the master: refuse it now if unusable (migrating it first if
+    an older version wrote it), roll back torn batches, and check every symbol's checksums,
+    prices included. A symbol that fails is named in an ERROR line and refused on its own
+    requests; the others are served.
 
     The store is closed again before the workers start: its file locks must not be shared.
     """
     started = time.monotonic()
     store = settings.open_store()
-    torn = store.recover()
-    prices = sum(len(store[symbol]) for symbol in store)
-    return OpenedStore(len(store), prices, torn, time.monotonic() - started)
+    torn, damaged, prices = [], [], 0
+    for symbol in store:
+        try:
+            stats = store[symbol]
+            if stats.recover():
+                torn.append(symbol)
+            stats.verify(recompute=False)
+            prices += len(stats)
+        except StoreFormatError as error:
+            damaged.append(symbol)
+            log.error(messages.SYMBOL_DAMAGED_LOG.format(path=error.path, reason=error.reason))
+    return OpenedStore(len(store), prices, torn, damaged, time.monotonic() - started)
 
 
 def store_message(settings: ServeSettings, opened: OpenedStore) -> str:
@@ -134,7 +151,7 @@ def store_message(settings: ServeSettings, opened: OpenedStore) -> str:
         kind=messages.STORE_EPHEMERAL if settings.ephemeral else messages.STORE_PERSISTENT,
         durability=messages.DURABILITY_SYNC if settings.sync else messages.DURABILITY_PROCESS,
         symbols=opened.symbols, prices=opened.prices, torn=len(opened.torn),
-        seconds=opened.seconds,
+        damaged=len(opened.damaged), seconds=opened.seconds,
     )
 
 
@@ -312,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
     metrics_dir, own_metrics_dir = metrics_directory()
     master_pid = os.getpid()
+    # The master's own lines (a migration's progress, damaged symbols) in the server's format.
+    logging.config.dictConfig(logs.dict_config(settings.log_format, settings.log_level))
     try:
         try:
             opened = open_and_recover(settings)
