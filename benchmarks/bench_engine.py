@@ -15,6 +15,8 @@ enough data. Streams (one seed, so reproducible):
               each) around the walk's level, between calm walk stretches of 2*10**(max_k-2)
               and 12*10**(max_k-2) prices, then calm: a period of 1.15*10**max_k, so windows
               10**(max_k-2)..10**max_k are filled with and emptied of volatility again and again
+  drops       rising by 0.01 a price for 1.05*10**max_k prices, then one price below all of
+              them, again: the minimum's deque holds a whole window and one price pops it all
 
 The goals checked (issue 17): add on the walk at >= 0.9x the baseline's values/s (wall); for the
 current engine the slowest add <= 8x the median add (CPU) on every stream; stats(k) < 1 us.
@@ -37,7 +39,7 @@ import tradestats
 
 from baseline import DEFAULT_REF, cython_version, load_baseline, resolve
 
-STREAMS = ("walk", "spike1e9", "spike1e100", "crafted")
+STREAMS = ("walk", "spike1e9", "spike1e100", "crafted", "drops")
 WORST_OVER_MEDIAN, ADD_RATIO, STATS_NS = 8.0, 0.9, 1000.0
 
 
@@ -58,6 +60,12 @@ def stream_segments(name, total, max_k):
                 yield ("walk", calm)
                 used += burst + calm
             yield ("walk", max(1, big * 115 // 100 - used))
+    elif name == "drops":
+        # Rising for a whole largest window, then one price below everything: the minimum's
+        # deque holds the whole window and that one price pops all of it.
+        while True:
+            yield ("ramp", 10 ** max_k + 5 * 10 ** (max_k - 2))
+            yield ("drop", 1)
     else:
         raise ValueError(f"unknown stream {name!r}")
 
@@ -66,8 +74,9 @@ def stream_pieces(name, total, max_k, seed, block=1_000_000):
     """Yield the stream's first `total` prices as float64 arrays of at most `block`."""
     rng = np.random.default_rng(seed)
     level, left = 1000.0, total
+    lowest = level
     for segment in stream_segments(name, total, max_k):
-        kind, todo = segment[0], (1 if segment[0] == "price" else segment[1])
+        kind, todo = segment[0], (1 if segment[0] in ("price", "drop") else segment[1])
         while todo and left:
             n = min(todo, left, block)
             if kind == "walk":
@@ -75,6 +84,12 @@ def stream_pieces(name, total, max_k, seed, block=1_000_000):
                 level = piece[-1]
             elif kind == "noise":
                 piece = level + rng.normal(0.0, segment[2], n)
+            elif kind == "ramp":
+                piece = level + 0.01 * np.arange(1, n + 1)
+                level = piece[-1]
+            elif kind == "drop":
+                level = lowest = lowest - 1.0
+                piece = np.array([level])
             else:
                 piece = np.array([segment[1]])
             todo, left = todo - n, left - n

@@ -57,6 +57,39 @@ cdef inline void expire_before_chunk(DequeCursor* at, const uint32_t* slots, int
             at.head_phys = 0
 
 
+cdef inline bint stays(const DequeCursor* at, const uint32_t* slots, const double* ring,
+                       int64_t ring_size, uint64_t v, double extreme, bint keeps_max) noexcept nogil:
+    """Whether the element at virtual index v survives a new price `extreme`."""
+    cdef double x = ring[ring_slot(slots[physical(at, v)], ring_size)]
+    return (x > extreme) if keeps_max else (x < extreme)
+
+
+cdef inline uint64_t first_popped(const DequeCursor* at, const uint32_t* slots, const double* ring,
+                                  int64_t ring_size, double extreme, bint keeps_max) noexcept nogil:
+    """The virtual index from which `extreme` pops every element. The deque is strictly
+    monotone, so the popped elements are a suffix: a galloping search from the tail finds where
+    it starts in O(log pops) reads, so one price below a whole window of rising prices costs
+    microseconds, not a pass over the window (81 ms at 10**8 with the pop-by-pop loop)."""
+    cdef uint64_t low = at.head_virtual, high = at.tail_virtual, step = 1, probe, middle
+    if high == low or stays(at, slots, ring, ring_size, high - 1, extreme, keeps_max):
+        return high
+    high -= 1                       # high: popped; the first popped is in [low, high]
+    while high - low > step:
+        probe = high - step
+        if stays(at, slots, ring, ring_size, probe, extreme, keeps_max):
+            low = probe + 1
+            break
+        high = probe
+        step *= 2
+    while low < high:
+        middle = low + (high - low) // 2
+        if stays(at, slots, ring, ring_size, middle, extreme, keeps_max):
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 cdef inline uint64_t merge_chunk(DequeCursor* at, uint32_t* slots, const double* ring,
                                  const double* xs, Py_ssize_t c, int64_t first_slot,
                                  int64_t ring_size, bint keeps_max, int32_t* survivors) noexcept nogil:
@@ -76,11 +109,7 @@ cdef inline uint64_t merge_chunk(DequeCursor* at, uint32_t* slots, const double*
             extreme = xs[j]
             survivors[kept] = <int32_t>j
             kept += 1
-    while at.tail_virtual != at.head_virtual:
-        slot = ring_slot(slots[physical(at, at.tail_virtual - 1)], ring_size)
-        if (ring[slot] > extreme) if keeps_max else (ring[slot] < extreme):
-            break
-        at.tail_virtual -= 1
+    at.tail_virtual = first_popped(at, slots, ring, ring_size, extreme, keeps_max)
     cdef uint64_t landed = at.tail_virtual
     while kept > 0:
         kept -= 1
