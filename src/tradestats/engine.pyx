@@ -66,6 +66,13 @@ cdef extern from "exact.h" nogil:
     int TS_LINEAR_LIMBS
     int TS_SQUARE_LIMBS
 
+cdef extern from "guard.h" nogil:
+    int ts_guard_install()
+    int ts_guarded_snapshot(const uint64_t* generation, const char* slots, size_t size, void* out,
+                            int tries)
+    uint32_t ts_crc32c_sse42(const void* data, size_t n)
+    int ts_crc32c_in_hardware()
+
 # Acquire/release atomics for the commit word, straight from the compiler.
 cdef extern from *:
     """
@@ -82,6 +89,7 @@ cdef extern from *:
     void ts_fence_full() noexcept nogil
 
 cdef double _MAX_ABS_PRICE = MAX_ABS_PRICE
+cdef bint CRC32C_IN_HARDWARE = ts_crc32c_in_hardware()
 cdef int64_t[9] WINDOWS = [10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9]
 cdef array _DOUBLE_TEMPLATE = array("d")
 
@@ -322,6 +330,7 @@ cdef class SymbolStats:
     cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept:
         """Work on the state in a mapped symbol file (checked by layout_problem)."""
         self._bind(f)
+        ts_guard_install()   # again at each open: something may have replaced it since
         self.fd = fd
         self.path = path
         self._sync = sync
@@ -411,7 +420,7 @@ cdef class SymbolStats:
         if self.fd < 0:
             return last_prices(self.ring, self.h.count, self.h.capacity, self.h.ring_size, wanted)
         self._check_size()
-        for attempt in range(MAX_READ_TRIES):   # the seqlock of _read_snapshot, over the ring
+        for attempt in range(MAX_READ_TRIES):   # the seqlock of _snapshot, over the ring
             g = ts_load_acquire(&f.generation)
             count = f.snapshot[g & 1].count
             open_crc = f.state[g & 1].open_crc
@@ -666,34 +675,36 @@ cdef class SymbolStats:
             snap.var[i] = ts_variance(&sums, size)
 
     cdef int _snapshot(self, Snapshot* out) except -1:
-        """The published snapshot: the heap's, or a file's copied without a lock and checked."""
+        """The published snapshot: the heap's, or a file's copied without a lock (a seqlock) and
+        without a system call (guard.h: a file truncated meanwhile is a fault the copy reports,
+        not a SIGBUS), then checked against its CRC."""
+        cdef int copied
+        cdef uint32_t crc
         if self.fd < 0:
             memcpy(out, &self.file.snapshot[0], sizeof(Snapshot))
             return 0
-        self._check_size()
-        if not self._read_snapshot(out):
+        copied = ts_guarded_snapshot(&self.file.generation, <const char*>&self.file.snapshot[0],
+                                     sizeof(Snapshot), out, MAX_READ_TRIES)
+        if copied < 0:
+            self._check_size()
+            raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
+        if copied == 0:
             self._own_description()
             with self._thread_lock:   # writers never paused: queue up with them
                 lock_file(self.fd, True)
-                memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
-                lock_file(self.fd, False)
-        if out.crc != snapshot_crc(out):
+                try:
+                    self._check_size()
+                    memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
+                finally:
+                    lock_file(self.fd, False)
+        if CRC32C_IN_HARDWARE:
+            crc = ts_crc32c_sse42(out, <size_t>(<char*>&out.crc - <char*>out))
+        else:
+            crc = snapshot_crc(out)
+        if out.crc != crc:
             raise StoreCorruptionError(
                 self.path, "corrupt: the checksum of its published snapshot does not match")
         return 0
-
-    cdef bint _read_snapshot(self, Snapshot* out) noexcept:
-        """Copy the published snapshot without a lock; False if commits kept overlapping."""
-        cdef SymbolFile* f = self.file
-        cdef uint64_t g
-        cdef int attempt
-        for attempt in range(MAX_READ_TRIES):
-            g = ts_load_acquire(&f.generation)
-            memcpy(out, &f.snapshot[g & 1], sizeof(Snapshot))
-            ts_fence_acquire()
-            if ts_load_relaxed(&f.generation) == g:
-                return True
-        return False
 
     cdef int _verify_state(self, bint recompute) except -1:
         """(verify) The committed state against checksums and against the prices themselves."""
@@ -971,6 +982,13 @@ def _open_symbol_file(path, bytes symbol, int max_k, int64_t max_batch, bint syn
         raise
     stats._attach(f, fd, path, sync)
     return stats
+
+
+def _crc32c_hardware(bytes data):
+    """(tests) The reader's CRC32C of data with the CPU's instruction, or None without one."""
+    if not CRC32C_IN_HARDWARE:
+        return None
+    return ts_crc32c_sse42(<const char*>data, len(data))
 
 
 def symbol_file_version(path):
