@@ -301,6 +301,40 @@ cdef inline double window_max(SymbolStats s, int i) noexcept:
                             s.h.ring_size)]
 
 
+cdef class WritersLock:
+    """``with WritersLock(symbol):`` holds a file symbol's writer locks (this process's thread
+    lock, then the file's open-file-description lock, in a description of this process's own),
+    with the file's size checked: what every writer, and a reader that gave up on the seqlock,
+    needs before it touches the state."""
+    cdef SymbolStats symbol
+
+    def __cinit__(self, SymbolStats symbol):
+        self.symbol = symbol
+
+    def __enter__(self):
+        cdef SymbolStats symbol = self.symbol
+        symbol._own_description()
+        symbol._thread_lock.acquire()
+        try:
+            lock_file(symbol.fd, True)
+        except BaseException:
+            symbol._thread_lock.release()
+            raise
+        try:
+            symbol._check_size()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            lock_file(self.symbol.fd, False)
+        finally:
+            self.symbol._thread_lock.release()
+        return False
+
+
 cdef class SymbolStats:
     """One symbol's rolling store: min, max, last, avg and var over the last 10**k prices.
 
@@ -429,27 +463,16 @@ cdef class SymbolStats:
             if ts_load_relaxed(&f.generation) == g:
                 self._check_copied_prices(out, count, open_crc)
                 return out
-        self._own_description()
-        with self._thread_lock:   # writers never paused: queue up with them
-            lock_file(self.fd, True)
-            try:
-                return last_prices(self.ring, f.snapshot[f.generation & 1].count, f.capacity,
-                                   f.ring_size, wanted)
-            finally:
-                lock_file(self.fd, False)
+        with WritersLock(self):   # writers never paused: queue up with them
+            return last_prices(self.ring, f.snapshot[f.generation & 1].count, f.capacity,
+                               f.ring_size, wanted)
 
     def recover(self):
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""
         if self.fd < 0:
             return False
-        self._own_description()
-        with self._thread_lock:
-            lock_file(self.fd, True)
-            try:
-                self._check_size()
-                return self._recover_if_torn() == 1
-            finally:
-                lock_file(self.fd, False)
+        with WritersLock(self):
+            return self._recover_if_torn() == 1
 
     def verify(self, recompute=True):
         """Check everything this symbol holds: the checksums of its header, its snapshot and the
@@ -459,15 +482,9 @@ cdef class SymbolStats:
         if self.fd < 0:
             self._verify_state(recompute)
             return
-        self._own_description()
-        with self._thread_lock:
-            lock_file(self.fd, True)
-            try:
-                self._check_size()
-                self._recover_if_torn()
-                self._verify_state(recompute)
-            finally:
-                lock_file(self.fd, False)
+        with WritersLock(self):
+            self._recover_if_torn()
+            self._verify_state(recompute)
 
     def __repr__(self):
         return f"SymbolStats(max_k={self.max_k_}, len={len(self)})"
@@ -689,14 +706,8 @@ cdef class SymbolStats:
             self._check_size()
             raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
         if copied == 0:
-            self._own_description()
-            with self._thread_lock:   # writers never paused: queue up with them
-                lock_file(self.fd, True)
-                try:
-                    self._check_size()
-                    memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
-                finally:
-                    lock_file(self.fd, False)
+            with WritersLock(self):   # writers never paused: queue up with them
+                memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
         if CRC32C_IN_HARDWARE:
             crc = ts_crc32c_sse42(out, <size_t>(<char*>&out.crc - <char*>out))
         else:
@@ -747,38 +758,32 @@ cdef class SymbolStats:
                 f"({self.max_batch_}, fixed when the store was created)")
         if n == 0:
             return 0
-        self._own_description()
-        with self._thread_lock:
-            lock_file(self.fd, True)
+        with WritersLock(self):
+            self._recover_if_torn()
+            g = f.generation
+            if f.state[g & 1].crc != header_crc(&f.state[g & 1]):
+                raise StoreCorruptionError(
+                    self.path, "corrupt: the checksum of its committed header does not match")
+            self._reserve_disk(n)   # may refuse the batch: nothing is written yet
+            self.h = &f.state[(g + 1) & 1]
+            memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
+            f.writing = g + 1
+            ts_fence_full()         # `writing` is set before any slot can change
+            if self._sync:
+                # ...and on disk first, or a power cut could keep torn deques unmarked.
+                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
             try:
-                self._check_size()
+                self._append(values, n)
+                crash_point()
+                self._prepare_commit(g + 1)
+            except BaseException:
                 self._recover_if_torn()
-                g = f.generation
-                if f.state[g & 1].crc != header_crc(&f.state[g & 1]):
-                    raise StoreCorruptionError(
-                        self.path, "corrupt: the checksum of its committed header does not match")
-                self._reserve_disk(n)   # may refuse the batch: nothing is written yet
-                self.h = &f.state[(g + 1) & 1]
-                memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
-                f.writing = g + 1
-                ts_fence_full()         # `writing` is set before any slot can change
-                if self._sync:
-                    # ...and on disk first, or a power cut could keep torn deques unmarked.
-                    self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
-                try:
-                    self._append(values, n)
-                    crash_point()
-                    self._prepare_commit(g + 1)
-                except BaseException:
-                    self._recover_if_torn()
-                    raise
-                if self._sync:          # the batch is on disk before anyone can see it...
-                    self._synced_or_rolled_back(fdatasync(self.fd), g, False)
-                ts_store_release(&f.generation, g + 1)
-                if self._sync:          # ...and so is its publication before the 200
-                    self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
-            finally:
-                lock_file(self.fd, False)
+                raise
+            if self._sync:          # the batch is on disk before anyone can see it...
+                self._synced_or_rolled_back(fdatasync(self.fd), g, False)
+            ts_store_release(&f.generation, g + 1)
+            if self._sync:          # ...and so is its publication before the 200
+                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
         return 0
 
     cdef int _prepare_commit(self, uint64_t generation) except -1:
