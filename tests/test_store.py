@@ -575,7 +575,7 @@ def test_a_failed_sync_stores_nothing_so_a_retry_stores_once(tmp_path, step, err
     """Issue #16: with sync=True a failed fdatasync was reported after the batch was published,
     so the client's retry stored it twice. Whichever of a batch's three syncs fails, the batch
     is undone; the retry leaves the store equal to one that never failed."""
-    from tradestats import engine
+    from tradestats import filestore
 
     rng = np.random.default_rng(step)
     first, batch = rng.uniform(90, 110, 150), rng.uniform(90, 110, 37)
@@ -583,12 +583,12 @@ def test_a_failed_sync_stores_nothing_so_a_retry_stores_once(tmp_path, step, err
     clean = Store(max_k=2, path=tmp_path / "clean", sync=True)
     for store in (failing, clean):
         store.add("S", first)
-    engine._fail_sync(step, error)
+    filestore._fail_sync(step, error)
     try:
         with pytest.raises(DiskFullError if error == errno.ENOSPC else StorageSyncError):
             failing.add("S", batch)
     finally:
-        engine._fail_sync(-1, 0)
+        filestore._fail_sync(-1, 0)
     assert len(failing["S"]) == len(first)
     assert failing.prices("S", 1000).tolist() == clean.prices("S", 1000).tolist()
     assert failing.prices("S", 1000).tolist() == first[-len(failing.prices("S", 1000)):].tolist()

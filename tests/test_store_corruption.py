@@ -248,7 +248,7 @@ def test_the_readers_crc_is_the_writers():
     """Readers check the snapshot with the CPU's crc32 instruction (guard.h), writers with the
     crc32c package: the same CRC32C, or every read would be refused."""
     import crc32c
-    from tradestats.engine import _crc32c_hardware
+    from tradestats.filestore import _crc32c_hardware
     rng = random.Random(5)
     for length in [*range(0, 70), 255, 256, 257, 4096]:
         data = bytes(rng.getrandbits(8) for _ in range(length))

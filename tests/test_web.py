@@ -580,16 +580,16 @@ def test_a_failed_sync_is_503_with_retry_after_and_stores_nothing(tmp_path):
     the client's retry then stores it once."""
     import errno
 
-    from tradestats import engine
+    from tradestats import filestore
 
     client = testing.TestClient(create_app(Store(max_k=1, path=tmp_path, sync=True)))
     first = {"symbol": "S", "values": [float(n) for n in range(10)]}
     assert client.simulate_post("/add_batch/", json=first).status_code == 200
-    engine._fail_sync(1, errno.EIO)  # the batch's data sync
+    filestore._fail_sync(1, errno.EIO)  # the batch's data sync
     try:
         reply = client.simulate_post("/add_batch/", json={"symbol": "S", "values": [99.0]})
     finally:
-        engine._fail_sync(-1, 0)
+        filestore._fail_sync(-1, 0)
     assert reply.status_code == 503 and reply.headers["Retry-After"] == str(
         limits.RETRY_AFTER_SECONDS)
     assert reply.json == {"detail": messages.SYNC_FAILED}

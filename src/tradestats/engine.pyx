@@ -6,12 +6,11 @@ minimum, one for the maximum) with one front per window, and exact sums of the p
 squares (exact.h) from which each window's mean and variance are rounded once, correctly. `add`
 costs amortized O(1) per value per window, no call rebuilds or copies anything of a window's
 size, and `stats(k)` reads a snapshot written at the end of the last `add`. The state has one
-layout (layout.pxd), in anonymous memory (the heap store) or in a shared file (symbolfile.pyx).
+layout (layout.pxd), in anonymous memory (the heap store: SymbolStats here) or in a shared
+file (FileSymbolStats: filestore.pyx, which adds the commit protocol over symbolfile.pyx).
 See README.md, "Numerical method".
 """
 import numbers
-import os
-import threading
 
 from cpython.array cimport array, clone
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -19,93 +18,36 @@ from libc.limits cimport INT_MAX
 from libc.math cimport fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
-from posix.mman cimport MAP_FAILED, MAP_SHARED, MS_SYNC, PROT_READ, mmap, msync, munmap
+from posix.mman cimport munmap
 from posix.signal cimport kill
-from posix.stat cimport fstat, struct_stat
 from posix.unistd cimport getpid
 
+from tradestats.exact cimport (
+    add_positions, ts_exact_add, ts_exact_clear, ts_exact_merge, ts_mean, ts_variance, ts_window,
+    ts_window_of,
+)
 from tradestats.kernels cimport (
-    CHUNK, advance_fronts, expire_before_chunk, merge_chunk, newest_slot, physical,
-    rebuild_deques, ring_slot,
+    CHUNK, advance_fronts, expire_before_chunk, merge_chunk, newest_slot, physical, ring_slot,
 )
-from tradestats.layout cimport (
-    BLOCK_PRICES, MAX_WINDOWS, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader,
-    plan_layout,
-)
-from tradestats.layout_v1 cimport V1SymbolFile
-from tradestats.symbolfile cimport (
-    crc_extend, errno_value, header_crc, layout_problem, lock_file, map_anonymous, map_file,
-    prices_problem, record_crc, reserve, snapshot_crc,
-)
+from tradestats.layout cimport BLOCK_PRICES, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader
+from tradestats.symbolfile cimport crc_extend, map_anonymous, record_crc
 
 from tradestats.errors import (  # noqa: F401  (re-exported: the engine's public exceptions)
     DiskFullError, InvalidPriceError, NotEnoughDataError, StorageSyncError, StoreCorruptionError,
-    StoreFormatError, TooManySymbolsError, sync_failure,
+    StoreFormatError, TooManySymbolsError,
 )
 from tradestats.limits import DEFAULT_MAX_K, DEFAULT_MAX_SYMBOLS, MAX_ABS_PRICE, MAX_MAX_K
-from tradestats.symbolfile import (  # noqa: F401  (re-exported for storage.py and the server)
-    format_symbol_file, lock_fd, raise_map_failed, symbol_file_size,
-)
+from tradestats.symbolfile import symbol_file_size  # noqa: F401  (re-exported for the server)
 
 cdef extern from "<signal.h>":
     enum: SIGKILL
 
-cdef extern from "<unistd.h>" nogil:
-    int fdatasync(int fd)
-
-cdef extern from "exact.h" nogil:
-    ctypedef struct ts_window:
-        pass
-    void ts_exact_clear(ExactSums* acc)
-    void ts_exact_add(ExactSums* acc, const double* xs, int64_t n)
-    void ts_exact_merge(ExactSums* acc, const ExactSums* other)
-    void ts_exact_rest(ExactSums* out, const ExactSums* a, const ExactSums* b, const ExactSums* c)
-    void ts_window_of(ts_window* w, const ExactSums* a, const ExactSums* b, const ExactSums* c)
-    double ts_mean(const ts_window* w, int64_t n)
-    double ts_variance(const ts_window* w, int64_t n)
-    int TS_LINEAR_LIMBS
-    int TS_SQUARE_LIMBS
-
-cdef extern from "guard.h" nogil:
-    int ts_guard_install()
-    int ts_guarded_snapshot(const uint64_t* generation, const char* slots, size_t size, void* out,
-                            int tries)
-    uint32_t ts_crc32c_sse42(const void* data, size_t n)
-    int ts_crc32c_in_hardware()
-
-# Acquire/release atomics for the commit word, straight from the compiler.
-cdef extern from *:
-    """
-    static inline uint64_t ts_load_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline uint64_t ts_load_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline void ts_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline void ts_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
-    static inline void ts_fence_full(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-    """
-    uint64_t ts_load_acquire(const uint64_t* p) noexcept nogil
-    uint64_t ts_load_relaxed(const uint64_t* p) noexcept nogil
-    void ts_store_release(uint64_t* p, uint64_t v) noexcept nogil
-    void ts_fence_acquire() noexcept nogil
-    void ts_fence_full() noexcept nogil
-
 cdef double _MAX_ABS_PRICE = MAX_ABS_PRICE
-cdef bint CRC32C_IN_HARDWARE = ts_crc32c_in_hardware()
 cdef int64_t[9] WINDOWS = [10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9]
 cdef array _DOUBLE_TEMPLATE = array("d")
 
 # The heap store takes batches of any size, a chunk at a time: its ring has room for one.
 cdef int64_t HEAP_MAX_BATCH = CHUNK
-# A file store allocates disk blocks ahead of the data, from RESERVE_STEP prices at a time
-# doubling up to RESERVE_MAX_STEP, so a full disk is an error before a batch is written, never a
-# SIGBUS while it is.
-cdef int64_t RESERVE_STEP = 16384
-cdef int64_t RESERVE_MAX_STEP = 1 << 20
-# A reader retries a snapshot copy that a commit overlapped. Each retry means a whole batch was
-# committed during a copy of a few hundred bytes, so this bound is reached only if writers commit
-# without pause; the reader then waits for the writers' lock instead of spinning on.
-cdef int MAX_READ_TRIES = 1000
-# The windows below BLOCK_PRICES (10 and 100) are summed from the ring at every commit.
-cdef int64_t DIRECTLY_SUMMED = 100
 #: A full window's memory per price when both deques are full: ring slot plus two deque slots.
 WORST_CASE_BYTES_PER_PRICE = sizeof(double) + 2 * sizeof(uint32_t)
 #: Bytes of exact sums per price kept for the windows (one BlockRecord per BLOCK_PRICES).
@@ -235,29 +177,7 @@ def _crash_after_chunks(int64_t chunks):
     _crash_countdown = chunks
 
 
-cdef int _sync_countdown = -1
-cdef int _sync_errno = 0
-
-
-def _fail_sync(int after, int error):
-    """Test hook: in sync mode, the sync after `after` more successful ones reports `error` (a
-    batch syncs three times: the torn-batch mark, the data, the publish). -1 disarms."""
-    global _sync_countdown, _sync_errno
-    _sync_countdown, _sync_errno = after, error
-
-
-cdef int sync_result(int result) noexcept:
-    """0, or the errno of a failed sync (or of the one a test made fail)."""
-    global _sync_countdown
-    if _sync_countdown == 0:
-        _sync_countdown = -1
-        return _sync_errno
-    if _sync_countdown > 0:
-        _sync_countdown -= 1
-    return errno_value() if result != 0 else 0
-
-
-cdef inline void crash_point() noexcept:
+cdef void crash_point() noexcept:
     global _crash_countdown
     if _crash_countdown < 0:
         return
@@ -280,15 +200,12 @@ cdef array last_prices(const double* ring, int64_t count, int64_t capacity, int6
     return out
 
 
-cdef inline void add_positions(ExactSums* acc, const double* ring, int64_t ring_size,
-                               int64_t first, int64_t n) noexcept nogil:
-    """acc += the prices at positions first .. first + n - 1 (in the ring)."""
-    cdef int64_t slot = first % ring_size, run
-    while n > 0:
-        run = min(n, ring_size - slot)
-        ts_exact_add(acc, ring + slot, run)
-        n -= run
-        slot = 0
+cdef int64_t state_bytes(const SymbolFile* f, int64_t slots) noexcept:
+    """Bytes a symbol's state takes with its first `slots` ring slots (and as many deque slots
+    and block records) in use: memory in the heap, disk blocks in a file."""
+    cdef int64_t records = min((slots + BLOCK_PRICES - 1) // BLOCK_PRICES, f.blocks)
+    return (f.header_bytes + slots * sizeof(double)
+            + 2 * min(slots, f.capacity) * sizeof(uint32_t) + records * sizeof(BlockRecord))
 
 
 cdef inline double window_min(SymbolStats s, int i) noexcept:
@@ -301,49 +218,15 @@ cdef inline double window_max(SymbolStats s, int i) noexcept:
                             s.h.ring_size)]
 
 
-cdef class WritersLock:
-    """``with WritersLock(symbol):`` holds a file symbol's writer locks (this process's thread
-    lock, then the file's open-file-description lock, in a description of this process's own),
-    with the file's size checked: what every writer, and a reader that gave up on the seqlock,
-    needs before it touches the state."""
-    cdef SymbolStats symbol
-
-    def __cinit__(self, SymbolStats symbol):
-        self.symbol = symbol
-
-    def __enter__(self):
-        cdef SymbolStats symbol = self.symbol
-        symbol._own_description()
-        symbol._thread_lock.acquire()
-        try:
-            lock_file(symbol.fd, True)
-        except BaseException:
-            symbol._thread_lock.release()
-            raise
-        try:
-            symbol._check_size()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc_info):
-        try:
-            lock_file(self.symbol.fd, False)
-        finally:
-            self.symbol._thread_lock.release()
-        return False
-
-
 cdef class SymbolStats:
     """One symbol's rolling store: min, max, last, avg and var over the last 10**k prices.
 
-    Not thread-safe in the heap (guard it with a lock); in a file store, one writer at a time
-    per symbol and readers never wait (see Store).
+    This class keeps its state in anonymous memory (the heap store): not thread-safe, guard it
+    with a lock. A file store's symbols are FileSymbolStats (filestore.pyx): the same state and
+    kernels in a shared file, one writer at a time, readers that never wait.
     """
 
     def __cinit__(self, max_k=DEFAULT_MAX_K, *, bint _mapped_later=False):
-        self.fd = -1
         max_k = integer_in_range("max_k", max_k, 1, MAX_MAX_K)
         if not _mapped_later:
             self._bind(map_anonymous(max_k, HEAP_MAX_BATCH))
@@ -354,29 +237,15 @@ cdef class SymbolStats:
         self.file = f
         self.mapped_bytes = f.file_size
         self.max_k_ = <int>f.max_k   # kept: a call reads no page of a file before its checks
-        self.max_batch_ = f.max_batch
         self.h = &f.state[f.generation & 1]
         self.ring = <double*>(base + f.ring_offset)
         self.low_slots = <uint32_t*>(base + f.lows_offset)
         self.high_slots = <uint32_t*>(base + f.highs_offset)
         self.records = <BlockRecord*>(base + f.blocks_offset)
 
-    cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept:
-        """Work on the state in a mapped symbol file (checked by layout_problem)."""
-        self._bind(f)
-        ts_guard_install()   # again at each open: something may have replaced it since
-        self.fd = fd
-        self.path = path
-        self._sync = sync
-        self._checked = True
-        self._thread_lock = threading.Lock()
-        self._owner_pid = getpid()
-
     def __dealloc__(self):
         if self.file is not NULL:
             munmap(self.file, self.mapped_bytes)
-        if self.fd >= 0:
-            os.close(self.fd)
 
     @property
     def max_k(self):
@@ -384,22 +253,15 @@ cdef class SymbolStats:
 
     @property
     def nbytes(self):
-        """Bytes held now: memory in the heap, disk blocks in a file (ring, deques, records)."""
+        """Bytes held now: memory in the heap (a file: disk blocks), ring, deques and records."""
         cdef SymbolFile* f = self.file
-        cdef int64_t slots
-        if self.fd >= 0:
-            self._check_size()
-        slots = f.reserved if self.fd >= 0 else min(self.h.count, f.ring_size)
-        cdef int64_t records = min((slots + BLOCK_PRICES - 1) // BLOCK_PRICES, f.blocks)
-        return (f.header_bytes + slots * sizeof(double)
-                + 2 * min(slots, f.capacity) * sizeof(uint32_t) + records * sizeof(BlockRecord))
+        cdef int64_t slots = min(self.h.count, f.ring_size)
+        return state_bytes(f, slots)
 
     @property
     def recoveries(self):
         """Torn batches (a writer killed mid-batch) rolled back in this symbol's file; 0 in the heap."""
-        if self.fd >= 0:
-            self._check_size()
-        return self.file.recoveries
+        return 0
 
     def __len__(self):
         cdef Snapshot snap
@@ -412,8 +274,6 @@ cdef class SymbolStats:
         self._add_prices(prices.data.as_doubles, len(prices))
 
     cdef int _add_prices(self, const double* values, Py_ssize_t n) except -1:
-        if self.fd >= 0:
-            return self._write_file_batch(values, n)
         self._append(values, n)   # cannot fail in the heap: nothing is allocated
         self._compute_snapshot(&self.file.snapshot[0])
         return 0
@@ -445,46 +305,18 @@ cdef class SymbolStats:
     def prices(self, n):
         """The last n prices (fewer if fewer are held), oldest first, as array('d'), in one copy."""
         cdef int64_t wanted = integer_in_range("n", n, 1, INT_MAX)
-        cdef array out
-        cdef SymbolFile* f = self.file
-        cdef uint64_t g
-        cdef int64_t count
-        cdef uint32_t open_crc
-        cdef int attempt
-        if self.fd < 0:
-            return last_prices(self.ring, self.h.count, self.h.capacity, self.h.ring_size, wanted)
-        self._check_size()
-        for attempt in range(MAX_READ_TRIES):   # the seqlock of _snapshot, over the ring
-            g = ts_load_acquire(&f.generation)
-            count = f.snapshot[g & 1].count
-            open_crc = f.state[g & 1].open_crc
-            out = last_prices(self.ring, count, f.capacity, f.ring_size, wanted)
-            ts_fence_acquire()
-            if ts_load_relaxed(&f.generation) == g:
-                self._check_copied_prices(out, count, open_crc)
-                return out
-        with WritersLock(self):   # writers never paused: queue up with them
-            return last_prices(self.ring, f.snapshot[f.generation & 1].count, f.capacity,
-                               f.ring_size, wanted)
+        return last_prices(self.ring, self.h.count, self.h.capacity, self.h.ring_size, wanted)
 
     def recover(self):
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""
-        if self.fd < 0:
-            return False
-        with WritersLock(self):
-            return self._recover_if_torn() == 1
+        return False
 
     def verify(self, recompute=True):
         """Check everything this symbol holds: the checksums of its header, its snapshot and the
         prices of its largest window, and (recompute) every window's statistics recomputed from
         the prices. Raises StoreCorruptionError naming the first difference. Reads the whole
         window; a file's writers wait meanwhile."""
-        if self.fd < 0:
-            self._verify_state(recompute)
-            return
-        with WritersLock(self):
-            self._recover_if_torn()
-            self._verify_state(recompute)
+        self._verify_state(recompute)
 
     def __repr__(self):
         return f"SymbolStats(max_k={self.max_k_}, len={len(self)})"
@@ -602,46 +434,6 @@ cdef class SymbolStats:
                 p += run
         return 0
 
-    cdef int _check_size(self) except -1:
-        """A file truncated from outside would be a SIGBUS at the first page past its end: it is
-        refused instead, before any of it is read (one fstat)."""
-        cdef struct_stat status
-        if fstat(self.fd, &status) != 0:
-            raise OSError(errno_value(), f"cannot stat {self.path}", str(self.path))
-        if status.st_size < <int64_t>self.mapped_bytes:
-            raise StoreCorruptionError(
-                self.path, f"truncated: {status.st_size} bytes, its layout needs "
-                f"{self.mapped_bytes}")
-        return 0
-
-    cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1:
-        """The prices a reader copied (the newest len(out) of count) against their blocks'
-        checksums, compared on the copy: a damaged price is refused, not served."""
-        cdef int64_t n = len(out), first = count - n, b, lo, hi, offset, ring_size = self.file.ring_size
-        cdef uint32_t crc, expected
-        cdef const BlockRecord* record
-        b = first // BLOCK_PRICES
-        while b * BLOCK_PRICES < count:
-            lo = max(b * BLOCK_PRICES, first)
-            hi = min((b + 1) * BLOCK_PRICES, count)
-            # The part of the block outside the copy comes from the ring, the rest from the copy.
-            offset = (b * BLOCK_PRICES) % ring_size
-            crc = crc_extend(0, self.ring + offset, (lo - b * BLOCK_PRICES) * sizeof(double))
-            crc = crc_extend(crc, out.data.as_doubles + (lo - first), (hi - lo) * sizeof(double))
-            if b == count // BLOCK_PRICES:
-                expected = open_crc
-            else:
-                record = &self.records[b % self.file.blocks]
-                crc = crc_extend(crc, self.ring + offset + (hi - b * BLOCK_PRICES),
-                                 ((b + 1) * BLOCK_PRICES - hi) * sizeof(double))
-                expected = record.prices_crc
-            if crc != expected:
-                raise StoreCorruptionError(
-                    self.path, f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
-                    f"{hi - 1} do not match their checksum")
-            b += 1
-        return 0
-
     cdef int _check_block_prices(self, int64_t b) except -1:
         """Before prices of block b are read from the ring into a sum: are they the ones written?
         (The open block against the header's open_crc, a complete one against its record.)"""
@@ -692,45 +484,14 @@ cdef class SymbolStats:
             snap.var[i] = ts_variance(&sums, size)
 
     cdef int _snapshot(self, Snapshot* out) except -1:
-        """The published snapshot: the heap's, or a file's copied without a lock (a seqlock) and
-        without a system call (guard.h: a file truncated meanwhile is a fault the copy reports,
-        not a SIGBUS), then checked against its CRC."""
-        cdef int copied
-        cdef uint32_t crc
-        if self.fd < 0:
-            memcpy(out, &self.file.snapshot[0], sizeof(Snapshot))
-            return 0
-        copied = ts_guarded_snapshot(&self.file.generation, <const char*>&self.file.snapshot[0],
-                                     sizeof(Snapshot), out, MAX_READ_TRIES)
-        if copied < 0:
-            self._check_size()
-            raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
-        if copied == 0:
-            with WritersLock(self):   # writers never paused: queue up with them
-                memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
-        if CRC32C_IN_HARDWARE:
-            crc = ts_crc32c_sse42(out, <size_t>(<char*>&out.crc - <char*>out))
-        else:
-            crc = snapshot_crc(out)
-        if out.crc != crc:
-            raise StoreCorruptionError(
-                self.path, "corrupt: the checksum of its published snapshot does not match")
+        """The published snapshot (a file store's: filestore.pyx)."""
+        memcpy(out, &self.file.snapshot[0], sizeof(Snapshot))
         return 0
 
     cdef int _verify_state(self, bint recompute) except -1:
-        """(verify) The committed state against checksums and against the prices themselves."""
+        """(verify) Every window's published statistics against the prices themselves."""
         cdef Snapshot published, fresh
-        cdef str problem
         cdef int i
-        if self.fd >= 0:
-            self._check_size()
-            problem = layout_problem(self.file, os.fstat(self.fd).st_size,
-                                     bytes(self.file.symbol[:self.file.symbol_bytes]),
-                                     self.file.max_k, self.file.max_batch)
-            if problem is None:
-                problem = prices_problem(self.file, self.h)
-            if problem is not None:
-                raise StoreCorruptionError(self.path, problem)
         self._snapshot(&published)
         if not recompute:
             return 0
@@ -747,176 +508,6 @@ cdef class SymbolStats:
                     f"{fresh.max[i]!r}, {fresh.avg[i]!r}, {fresh.var[i]!r})")
         return 0
 
-    # -- the file: one writer, readers without locks -------------------------------------------
-
-    cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1:
-        cdef SymbolFile* f = self.file
-        cdef uint64_t g
-        if n > self.max_batch_:
-            raise ValueError(
-                f"a batch of {n} prices is more than this file store takes at once "
-                f"({self.max_batch_}, fixed when the store was created)")
-        if n == 0:
-            return 0
-        with WritersLock(self):
-            self._recover_if_torn()
-            g = f.generation
-            if f.state[g & 1].crc != header_crc(&f.state[g & 1]):
-                raise StoreCorruptionError(
-                    self.path, "corrupt: the checksum of its committed header does not match")
-            self._reserve_disk(n)   # may refuse the batch: nothing is written yet
-            self.h = &f.state[(g + 1) & 1]
-            memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
-            f.writing = g + 1
-            ts_fence_full()         # `writing` is set before any slot can change
-            if self._sync:
-                # ...and on disk first, or a power cut could keep torn deques unmarked.
-                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
-            try:
-                self._append(values, n)
-                crash_point()
-                self._prepare_commit(g + 1)
-            except BaseException:
-                self._recover_if_torn()
-                raise
-            if self._sync:          # the batch is on disk before anyone can see it...
-                self._synced_or_rolled_back(fdatasync(self.fd), g, False)
-            ts_store_release(&f.generation, g + 1)
-            if self._sync:          # ...and so is its publication before the 200
-                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
-        return 0
-
-    cdef int _prepare_commit(self, uint64_t generation) except -1:
-        """Write the readers' snapshot of the new state and both checksums: all that is left to
-        publish it is one store of the generation."""
-        cdef Snapshot* snap = &self.file.snapshot[generation & 1]
-        cdef int64_t b, first = max(0, self.h.count - DIRECTLY_SUMMED)
-        # The windows below a block are summed from the ring's newest prices: checked first.
-        if self.h.count:
-            for b in range(first // BLOCK_PRICES, (self.h.count - 1) // BLOCK_PRICES + 1):
-                self._check_block_prices(b)
-        self._compute_snapshot(snap)
-        snap.crc = snapshot_crc(snap)
-        self.h.crc = header_crc(self.h)
-        return 0
-
-    cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1:
-        """After a sync in sync mode: if it failed, the batch is undone (unpublished if it was
-        published, its deques rebuilt for generation g) and the error raised, so that a retry
-        stores it exactly once. A reader may have seen it meanwhile; it was never acknowledged."""
-        cdef int failed = sync_result(result)
-        if failed == 0:
-            return 0
-        if published:
-            ts_store_release(&self.file.generation, g)
-        self._recover_if_torn()
-        raise sync_failure(failed, self.path)
-
-    cdef int _own_description(self) except -1:
-        """Before taking the writers' lock: a process forked from the one that opened the file
-        shares its open file description, and an OFD lock belongs to the description, so parent
-        and child would both hold it at once and lose each other's batches. The first lock in a
-        new process reopens the file (a description, and a lock, of its own) and replaces the
-        thread lock (another thread may have held it at the fork)."""
-        cdef int pid = getpid()
-        if pid == self._owner_pid:
-            return 0
-        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        os.close(self.fd)   # the parent's description lives on in the parent
-        self.fd = fd
-        self._thread_lock = threading.Lock()
-        self._owner_pid = pid
-        return 0
-
-    cdef int _recover_if_torn(self) except -1:
-        """Under the file lock: if a writer died mid-batch, check the committed state's header
-        and prices against their checksums and rebuild its deques from the ring (its sums, its
-        records and its window's ring slots were never touched). 1 if it did."""
-        cdef SymbolFile* f = self.file
-        cdef uint64_t g = f.generation
-        cdef str problem
-        self.h = &f.state[g & 1]
-        if f.writing == g:
-            return 0
-        if self.h.crc != header_crc(self.h):
-            raise StoreCorruptionError(
-                self.path, "corrupt: the checksum of its committed header does not match")
-        problem = prices_problem(f, self.h)
-        if problem is not None:
-            raise StoreCorruptionError(self.path, problem)
-        rebuild_deques(self.h, self.ring, self.low_slots, self.high_slots)
-        self.h.crc = header_crc(self.h)
-        f.recoveries += 1
-        f.writing = g
-        return 1
-
-    cdef int _reserve_disk(self, Py_ssize_t n) except -1:
-        """Allocate disk blocks for the ring slots, deque slots and records the next n prices
-        may touch."""
-        cdef SymbolFile* f = self.file
-        cdef int64_t needed = min(f.state[f.generation & 1].count + n, f.ring_size)
-        cdef int64_t target, before = f.reserved, records_before, records_after
-        if needed <= before:
-            return 0
-        # Doubling, like an array's, but at most RESERVE_MAX_STEP at once: one call reserving
-        # hundreds of megabytes would stall its batch for milliseconds.
-        target = min(max((needed + RESERVE_STEP - 1) // RESERVE_STEP * RESERVE_STEP,
-                         before + min(before, RESERVE_MAX_STEP)), f.ring_size)
-        reserve(self.fd, f.ring_offset + before * <int64_t>sizeof(double),
-                (target - before) * <int64_t>sizeof(double), self.path)
-        records_before = (before + BLOCK_PRICES - 1) // BLOCK_PRICES
-        records_after = min((target + BLOCK_PRICES - 1) // BLOCK_PRICES, f.blocks)
-        reserve(self.fd, f.blocks_offset + records_before * <int64_t>sizeof(BlockRecord),
-                (records_after - records_before) * <int64_t>sizeof(BlockRecord), self.path)
-        before = min(before, f.capacity)
-        for offset in (f.lows_offset, f.highs_offset):
-            reserve(self.fd, offset + before * <int64_t>sizeof(uint32_t),
-                    (min(target, f.capacity) - before) * <int64_t>sizeof(uint32_t), self.path)
-        f.reserved = target
-        return 0
-
-    # -- loading: a new file from another file's prices (migration) -----------------------------
-
-    cdef int _load(self, const double* ring, int64_t ring_size, int64_t count) except -1:
-        """Fill this new, empty file with the window of a ring holding `count` prices (the last
-        min(count, capacity) of them, from the start of their first block): the exact sums
-        recomputed, the departed sums set from the window's own direct sums."""
-        cdef SymbolHeader* h = self.h
-        cdef int64_t kept = min(count, h.capacity), start = count - kept
-        cdef int64_t p = start - start % BLOCK_PRICES, slot, run, i
-        cdef double zeros[BLOCK_PRICES]
-        cdef ExactSums direct
-        memset(zeros, 0, sizeof(zeros))
-        self._reserve_disk(min(count + BLOCK_PRICES, h.ring_size))
-        h.count = p
-        self._loading = True
-        try:
-            # Positions before the window in its first block: not in any window, zeros here.
-            self._append(zeros, start - p)
-            p = start
-            while p < count:
-                slot = p % ring_size
-                run = min(count - p, ring_size - slot, <int64_t>CHUNK)
-                check_prices(ring + slot, run, p)
-                self._append(ring + slot, run)
-                p += run
-        finally:
-            self._loading = False
-        # departed[i] = everything loaded minus the window, summed directly (nested windows).
-        ts_exact_clear(&direct)
-        p = 0
-        for i in range(h.max_k):
-            if h.window[i] < BLOCK_PRICES:
-                continue
-            if h.count < h.window[i]:
-                ts_exact_clear(&h.departed[i])
-                continue
-            add_positions(&direct, self.ring, h.ring_size, h.count - h.window[i], h.window[i] - p)
-            p = h.window[i]
-            ts_exact_rest(&h.departed[i], &h.settled, &h.open_block, &direct)
-        self._prepare_commit(0)
-        return 0
-
 
 cdef int check_prices(const double* xs, int64_t n, int64_t first_position) except -1:
     """Prices read from a file (to migrate it) are checked like a batch before they are used."""
@@ -926,6 +517,10 @@ cdef int check_prices(const double* xs, int64_t n, int64_t first_position) excep
             raise ValueError(f"corrupt: the price at position {first_position + i} is "
                              f"{xs[i]!r}, not a price")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening and migrating symbol files (the directory: storage.py).
 
 
 cdef void recompute_snapshot(SymbolStats s, Snapshot* out) noexcept:
@@ -955,112 +550,6 @@ cdef void recompute_snapshot(SymbolStats s, Snapshot* out) noexcept:
         out.min[i], out.max[i] = low, high
         out.avg[i] = ts_mean(&window, size)
         out.var[i] = ts_variance(&window, size)
-
-
-# ---------------------------------------------------------------------------------------------
-# Opening and migrating symbol files (the directory: storage.py).
-
-def _open_symbol_file(path, bytes symbol, int max_k, int64_t max_batch, bint sync):
-    """The SymbolStats kept in an existing symbol file, mapped shared; StoreFormatError if the
-    file cannot be used (it is left as it is)."""
-    cdef SymbolStats stats = SymbolStats(max_k, _mapped_later=True)
-    cdef int fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    cdef int64_t size
-    cdef SymbolFile* f
-    cdef str problem
-    try:
-        size = os.fstat(fd).st_size
-        if size < <int64_t>sizeof(SymbolFile):
-            raise StoreFormatError(path, f"truncated: {size} bytes, shorter than its header")
-        f = map_file(fd, size, path)
-        # Under the writers' lock: the committed header and its checksum do not move meanwhile.
-        lock_file(fd, True)
-        try:
-            problem = layout_problem(f, size, symbol, max_k, max_batch)
-        finally:
-            lock_file(fd, False)
-        if problem is not None:
-            munmap(f, size)
-            raise StoreFormatError(path, problem)
-    except BaseException:
-        os.close(fd)
-        raise
-    stats._attach(f, fd, path, sync)
-    return stats
-
-
-def _crc32c_hardware(bytes data):
-    """(tests) The reader's CRC32C of data with the CPU's instruction, or None without one."""
-    if not CRC32C_IN_HARDWARE:
-        return None
-    return ts_crc32c_sse42(<const char*>data, len(data))
-
-
-def symbol_file_version(path):
-    """The format version a symbol file says it has (0 if it is too short to say)."""
-    with open(path, "rb") as file:
-        head = file.read(12)
-    return int.from_bytes(head[8:12], "little") if len(head) == 12 else 0
-
-
-cdef str v1_problem(const V1SymbolFile* old, int64_t size, bytes symbol, int max_k):
-    cdef int64_t capacity = 1
-    cdef uint64_t g = old.generation
-    cdef int i
-    for i in range(max_k):
-        capacity *= 10
-    if memcmp(old.magic, b"TSTATSYM", 8) != 0 or old.version != 1:
-        return "not a version 1 symbol file"
-    if old.max_k != max_k or old.capacity != capacity:
-        return f"created with max_k={old.max_k}, opened with max_k={max_k}"
-    if (old.slack < 0 or old.ring_size != capacity + old.slack or old.ring_size > 1 << 32
-            or old.ring_offset < <int64_t>sizeof(V1SymbolFile) or old.symbol_bytes > 256
-            or old.ring_offset + old.ring_size * <int64_t>sizeof(double) > size):
-        return "corrupt: its ring is outside the file"
-    if old.symbol_bytes != len(symbol) or memcmp(old.symbol, <const char*>symbol, len(symbol)) != 0:
-        return f"does not hold symbol {symbol!r}"
-    if old.writing != g and old.writing != g + 1:
-        return "corrupt: its commit words disagree"
-    if old.state[g & 1].count < 0:
-        return "corrupt: a negative count"
-    return None
-
-
-def _migrate_v1_file(old_path, int new_fd, new_path, bytes symbol, int max_k,
-                     int64_t max_batch):
-    """Write, into the new empty file behind new_fd, the version 2 file of the version 1 file at
-    old_path: the same count, the same window of prices, the exact sums recomputed, the deques
-    rebuilt. The old file is only read (StoreFormatError if it cannot be)."""
-    cdef int fd = os.open(old_path, os.O_RDONLY | os.O_CLOEXEC)
-    cdef int64_t size = os.fstat(fd).st_size
-    cdef void* mapped
-    cdef const V1SymbolFile* old
-    cdef SymbolStats target
-    cdef str problem
-    try:
-        if size < <int64_t>sizeof(V1SymbolFile):
-            raise StoreFormatError(old_path, f"truncated: {size} bytes")
-        mapped = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0)
-        if mapped == MAP_FAILED:
-            raise_map_failed(old_path)
-    finally:
-        os.close(fd)
-    old = <const V1SymbolFile*>mapped
-    try:
-        problem = v1_problem(old, size, symbol, max_k)
-        if problem is not None:
-            raise StoreFormatError(old_path, problem)
-        format_symbol_file(new_fd, symbol, max_k, max_batch, new_path)
-        target = _open_symbol_file(new_path, symbol, max_k, max_batch, False)
-        try:
-            target._load(<const double*>(<const char*>mapped + old.ring_offset), old.ring_size,
-                         old.state[old.generation & 1].count)
-        except ValueError as error:
-            raise StoreFormatError(old_path, str(error)) from None
-        target.file.recoveries = old.recoveries
-    finally:
-        munmap(mapped, size)
-    return target
 
 
 cdef class Store:

@@ -5,7 +5,7 @@
 # flat arrays: the price ring, the two monotonic deques of ring slots, and one BlockRecord per
 # BLOCK_PRICES ring slots. Nothing in it is a pointer or a Python object and everything is
 # addressed by index, so the same state lives in an anonymous mapping (Store(path=None)) or in a
-# memory-mapped file shared by processes (Store(path=DIR)).
+# memory-mapped file shared by processes (Store(path=DIR); the protocol: filestore.pyx).
 #
 # A symbol file, in native byte order (files move only between machines of one architecture):
 #

@@ -42,12 +42,8 @@ from typing import Iterator
 from urllib.parse import unquote_to_bytes
 
 from tradestats import limits, messages
-from tradestats.engine import (
-    SymbolStats,
-    _migrate_v1_file,
-    _open_symbol_file,
-    symbol_file_version,
-)
+from tradestats.engine import SymbolStats
+from tradestats.filestore import _migrate_v1_file, _open_symbol_file, symbol_file_version
 from tradestats.errors import DiskFullError, StoreFormatError, TooManySymbolsError
 from tradestats.symbolfile import format_symbol_file, lock_fd
 

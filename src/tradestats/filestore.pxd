@@ -1,0 +1,26 @@
+# A file store's symbol: what other Cython code may cimport (the module: filestore.pyx).
+
+from cpython.array cimport array
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from tradestats.engine cimport SymbolStats
+from tradestats.layout cimport SymbolFile
+
+
+cdef class FileSymbolStats(SymbolStats):
+    cdef int fd
+    cdef object _thread_lock       # with the file's lock: one writer per symbol
+    cdef int _owner_pid            # the process whose open file description self.fd is
+    cdef bint _sync                # fdatasync before a batch is acknowledged
+    cdef int64_t max_batch_
+
+    cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept
+    cdef int _check_size(self) except -1
+    cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1
+    cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
+    cdef int _prepare_commit(self, uint64_t generation) except -1
+    cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1
+    cdef int _own_description(self) except -1
+    cdef int _recover_if_torn(self) except -1
+    cdef int _reserve_disk(self, Py_ssize_t n) except -1
+    cdef int _load(self, const double* ring, int64_t ring_size, int64_t count) except -1
