@@ -13,9 +13,13 @@ cdef class FileSymbolStats(SymbolStats):
     cdef int _owner_pid            # the process whose open file description self.fd is
     cdef bint _sync                # fdatasync before a batch is acknowledged
     cdef int64_t max_batch_
+    cdef int64_t capacity_, ring_size_, blocks_   # of the file's layout, checked at open
 
     cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept
     cdef int _check_size(self) except -1
+    cdef int _mapped_copy(self, void* out, const void* source, size_t n) except -1
+    cdef uint32_t _mapped_crc(self, uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF
+    cdef array _copy_prices(self, int64_t count, int64_t wanted)
     cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
     cdef int _prepare_commit(self, uint64_t generation) except -1

@@ -10,7 +10,7 @@ the commit protocol are written down at the top of layout.pxd; the checks are sy
 import os
 import threading
 
-from cpython.array cimport array
+from cpython.array cimport array, clone
 from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
@@ -42,6 +42,8 @@ cdef extern from "guard.h" nogil:
     int ts_guard_install()
     int ts_guarded_snapshot(const uint64_t* generation, const char* slots, size_t size, void* out,
                             int tries)
+    int ts_guarded_copy(void* out, const void* source, size_t n)
+    int ts_guarded_crc32c(uint32_t* crc, const void* data, size_t n)
     uint32_t ts_crc32c_sse42(const void* data, size_t n)
     int ts_crc32c_in_hardware()
 
@@ -61,6 +63,7 @@ cdef extern from *:
     void ts_fence_full() noexcept nogil
 
 cdef bint CRC32C_IN_HARDWARE = ts_crc32c_in_hardware()
+cdef array _DOUBLE_TEMPLATE = array("d")
 # A file store allocates disk blocks ahead of the data, from RESERVE_STEP prices at a time
 # doubling up to RESERVE_MAX_STEP, so a full disk is an error before a batch is written, never a
 # SIGBUS while it is.
@@ -146,7 +149,9 @@ cdef class FileSymbolStats(SymbolStats):
     cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept:
         """Work on the state in a mapped symbol file (checked by layout_problem)."""
         self._bind(f)
+        # Kept here: a reader computes with them before its copies, which run under the guard.
         self.max_batch_ = f.max_batch
+        self.capacity_, self.ring_size_, self.blocks_ = f.capacity, f.ring_size, f.blocks
         ts_guard_install()   # again at each open: something may have replaced it since
         self.fd = fd
         self.path = path
@@ -179,23 +184,28 @@ cdef class FileSymbolStats(SymbolStats):
         cdef int64_t wanted = integer_in_range("n", n, 1, INT_MAX)
         cdef array out
         cdef SymbolFile* f = self.file
-        cdef uint64_t g
+        cdef uint64_t g, again
         cdef int64_t count
         cdef uint32_t open_crc
         cdef int attempt
         self._check_size()
         for attempt in range(MAX_READ_TRIES):   # the seqlock of _snapshot, over the ring
-            g = ts_load_acquire(&f.generation)
-            count = f.snapshot[g & 1].count
-            open_crc = f.state[g & 1].open_crc
-            out = last_prices(self.ring, count, f.capacity, f.ring_size, wanted)
+            # Every read of the mapping under the guard: a truncation now is an error, not a
+            # crash. (An aligned 8-byte copy is one load; the fences make it an acquire.)
+            self._mapped_copy(&g, &f.generation, sizeof(uint64_t))
             ts_fence_acquire()
-            if ts_load_relaxed(&f.generation) == g:
+            self._mapped_copy(&count, &f.snapshot[g & 1].count, sizeof(int64_t))
+            self._mapped_copy(&open_crc, &f.state[g & 1].open_crc, sizeof(uint32_t))
+            out = self._copy_prices(count, wanted)
+            ts_fence_acquire()
+            self._mapped_copy(&again, &f.generation, sizeof(uint64_t))
+            if again == g:
                 self._check_copied_prices(out, count, open_crc)
                 return out
         with WritersLock(self):   # writers never paused: queue up with them
-            return last_prices(self.ring, f.snapshot[f.generation & 1].count, f.capacity,
-                               f.ring_size, wanted)
+            self._mapped_copy(&g, &f.generation, sizeof(uint64_t))
+            self._mapped_copy(&count, &f.snapshot[g & 1].count, sizeof(int64_t))
+            return self._copy_prices(count, wanted)
 
     def recover(self):
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""
@@ -260,10 +270,39 @@ cdef class FileSymbolStats(SymbolStats):
                 f"{self.mapped_bytes}")
         return 0
 
+    cdef int _mapped_copy(self, void* out, const void* source, size_t n) except -1:
+        """A reader's copy from the mapping, under the SIGBUS guard (guard.h): a file truncated
+        since the last fstat is refused, not a crash."""
+        if ts_guarded_copy(out, source, n) != 0:
+            self._check_size()
+            raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
+        return 0
+
+    cdef uint32_t _mapped_crc(self, uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF:
+        """crc extended over mapped bytes, under the guard where the CPU computes CRC32C (else
+        with the crc32c package, after the reader's fstat)."""
+        if not CRC32C_IN_HARDWARE:
+            return crc_extend(crc, data, n)
+        if ts_guarded_crc32c(&crc, data, n) != 0:
+            self._check_size()
+            raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
+        return crc
+
+    cdef array _copy_prices(self, int64_t count, int64_t wanted):
+        """The last min(wanted, count, capacity) prices before position count, oldest first,
+        copied under the guard."""
+        cdef int64_t n = min(wanted, count, self.capacity_)
+        cdef int64_t start = (count - n) % self.ring_size_ if n else 0
+        cdef int64_t first = min(n, self.ring_size_ - start)
+        cdef array out = clone(_DOUBLE_TEMPLATE, n, False)
+        self._mapped_copy(out.data.as_doubles, self.ring + start, first * sizeof(double))
+        self._mapped_copy(out.data.as_doubles + first, self.ring, (n - first) * sizeof(double))
+        return out
+
     cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1:
         """The prices a reader copied (the newest len(out) of count) against their blocks'
         checksums, compared on the copy: a damaged price is refused, not served."""
-        cdef int64_t n = len(out), first = count - n, b, lo, hi, offset, ring_size = self.file.ring_size
+        cdef int64_t n = len(out), first = count - n, b, lo, hi, offset, ring_size = self.ring_size_
         cdef uint32_t crc, expected
         cdef const BlockRecord* record
         b = first // BLOCK_PRICES
@@ -272,15 +311,15 @@ cdef class FileSymbolStats(SymbolStats):
             hi = min((b + 1) * BLOCK_PRICES, count)
             # The part of the block outside the copy comes from the ring, the rest from the copy.
             offset = (b * BLOCK_PRICES) % ring_size
-            crc = crc_extend(0, self.ring + offset, (lo - b * BLOCK_PRICES) * sizeof(double))
+            crc = self._mapped_crc(0, self.ring + offset, (lo - b * BLOCK_PRICES) * sizeof(double))
             crc = crc_extend(crc, out.data.as_doubles + (lo - first), (hi - lo) * sizeof(double))
             if b == count // BLOCK_PRICES:
                 expected = open_crc
             else:
-                record = &self.records[b % self.file.blocks]
-                crc = crc_extend(crc, self.ring + offset + (hi - b * BLOCK_PRICES),
-                                 ((b + 1) * BLOCK_PRICES - hi) * sizeof(double))
-                expected = record.prices_crc
+                record = &self.records[b % self.blocks_]
+                crc = self._mapped_crc(crc, self.ring + offset + (hi - b * BLOCK_PRICES),
+                                       ((b + 1) * BLOCK_PRICES - hi) * sizeof(double))
+                self._mapped_copy(&expected, &record.prices_crc, sizeof(uint32_t))
             if crc != expected:
                 raise StoreCorruptionError(
                     self.path, f"corrupt: the prices at positions {b * BLOCK_PRICES}.."

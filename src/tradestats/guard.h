@@ -19,7 +19,11 @@
 #include <stdint.h>
 #include <string.h>
 
-static __thread jmp_buf *ts_guard_target;
+/* volatile, and fenced by compiler barriers where it is set and cleared: the copies in between
+ * are plain loads the compiler could otherwise move out of the guarded stretch (or drop the
+ * store that arms it as dead). */
+static __thread jmp_buf *volatile ts_guard_target;
+#define TS_BARRIER() __asm__ __volatile__("" ::: "memory")
 static struct sigaction ts_previous_bus;
 static volatile sig_atomic_t ts_guard_ready;
 
@@ -63,40 +67,79 @@ static int ts_guarded_snapshot(const uint64_t *generation, const char *slots, si
         return -1;
     }
     ts_guard_target = &target;
+    TS_BARRIER();
     for (; attempt < tries; attempt++) {
         uint64_t g = __atomic_load_n(generation, __ATOMIC_ACQUIRE);
         memcpy(out, slots + (g & 1) * size, size);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(generation, __ATOMIC_RELAXED) == g) {
+            TS_BARRIER();
             ts_guard_target = NULL;
             return 1;
         }
     }
+    TS_BARRIER();
+    ts_guard_target = NULL;
+    return 0;
+}
+
+/* memcpy under the guard: 0, or -1 if the source faulted (its file was truncated). */
+static int ts_guarded_copy(void *out, const void *source, size_t n) {
+    jmp_buf target;
+    if (setjmp(target)) {
+        return -1;
+    }
+    ts_guard_target = &target;
+    TS_BARRIER();
+    memcpy(out, source, n);
+    TS_BARRIER();
     ts_guard_target = NULL;
     return 0;
 }
 
 #if defined(__x86_64__)
+/* The CRC32C of what `crc` covered followed by data[:n] (the crc32c package's crc32c(data,
+ * crc)), with the SSE4.2 instruction. */
 __attribute__((target("sse4.2")))
-static uint32_t ts_crc32c_sse42(const void *data, size_t n) {
+static uint32_t ts_crc32c_extend_sse42(uint32_t crc, const void *data, size_t n) {
     const unsigned char *p = (const unsigned char *)data;
-    uint64_t crc = 0xFFFFFFFFu;
+    uint64_t state = crc ^ 0xFFFFFFFFu;
     uint64_t word;
     while (n >= 8) {
         memcpy(&word, p, 8);
-        crc = __builtin_ia32_crc32di(crc, word);
+        state = __builtin_ia32_crc32di(state, word);
         p += 8;
         n -= 8;
     }
     while (n--)
-        crc = __builtin_ia32_crc32qi((uint32_t)crc, *p++);
-    return (uint32_t)crc ^ 0xFFFFFFFFu;
+        state = __builtin_ia32_crc32qi((uint32_t)state, *p++);
+    return (uint32_t)state ^ 0xFFFFFFFFu;
 }
 
 static int ts_crc32c_in_hardware(void) { return __builtin_cpu_supports("sse4.2"); }
 #else
-static uint32_t ts_crc32c_sse42(const void *data, size_t n) { (void)data; (void)n; return 0; }
+static uint32_t ts_crc32c_extend_sse42(uint32_t crc, const void *data, size_t n) {
+    (void)data; (void)n; return crc;
+}
 static int ts_crc32c_in_hardware(void) { return 0; }
 #endif
+
+static uint32_t ts_crc32c_sse42(const void *data, size_t n) {
+    return ts_crc32c_extend_sse42(0, data, n);
+}
+
+/* ts_crc32c_extend_sse42 under the guard: 0, or -1 if data faulted. */
+static int ts_guarded_crc32c(uint32_t *crc, const void *data, size_t n) {
+    jmp_buf target;
+    if (setjmp(target)) {
+        return -1;
+    }
+    ts_guard_target = &target;
+    TS_BARRIER();
+    *crc = ts_crc32c_extend_sse42(*crc, data, n);
+    TS_BARRIER();
+    ts_guard_target = NULL;
+    return 0;
+}
 
 #endif
