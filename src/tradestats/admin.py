@@ -12,25 +12,18 @@ cannot be used as a store.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from tradestats import Store, StoreFormatError
-from tradestats.storage import META_NAME, VERSION
+from tradestats.storage import META_NAME, VERSION, read_meta
 
 
 def stored_max_k(root: Path) -> int:
     """The max_k the directory was created with; StoreFormatError if it is not a current store."""
     meta_path = root / META_NAME
-    try:
-        meta = json.loads(meta_path.read_bytes())
-        max_k, version = meta["max_k"], meta["version"]
-    except FileNotFoundError:
-        raise StoreFormatError(meta_path, "missing: not a tradestats data directory") from None
-    except (ValueError, KeyError, TypeError):
-        raise StoreFormatError(meta_path, "corrupt: not this store's metadata") from None
+    version, max_k, _ = read_meta(meta_path)
     if version != VERSION:
         raise StoreFormatError(meta_path, f"format version {version}: start tradestats-serve (or "
                                f"open it with Store) once to migrate it to {VERSION} first")

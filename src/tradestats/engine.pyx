@@ -28,9 +28,12 @@ from tradestats.exact cimport (
 )
 from tradestats.kernels cimport (
     CHUNK, advance_fronts, expire_before_chunk, merge_chunk, newest_slot, physical, ring_slot,
+    ring_span,
 )
 from tradestats.layout cimport BLOCK_PRICES, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader
-from tradestats.symbolfile cimport crc_extend, map_anonymous, record_crc
+from tradestats.symbolfile cimport (
+    block_problem, crc_extend, map_anonymous, record_crc, record_problem,
+)
 
 from tradestats.errors import (  # noqa: F401  (re-exported: the engine's public exceptions)
     DiskFullError, InvalidPriceError, NotEnoughDataError, StorageSyncError, StoreCorruptionError,
@@ -192,8 +195,8 @@ cdef void crash_point() noexcept:
 cdef array last_prices(const double* ring, int64_t count, int64_t capacity, int64_t ring_size,
                        int64_t wanted):
     """The last min(wanted, count, capacity) prices before position count, oldest first."""
-    cdef int64_t n = min(wanted, count, capacity), start = (count - n) % ring_size if n else 0
-    cdef int64_t first = min(n, ring_size - start)
+    cdef int64_t start, first
+    cdef int64_t n = ring_span(count, capacity, ring_size, wanted, &start, &first)
     cdef array out = clone(_DOUBLE_TEMPLATE, n, False)
     memcpy(out.data.as_doubles, ring + start, first * sizeof(double))
     memcpy(out.data.as_doubles + first, ring, (n - first) * sizeof(double))
@@ -416,14 +419,15 @@ cdef class SymbolStats:
         cdef int64_t size = h.window[i], p = max(0, start - size), end = start + c - size
         cdef int64_t offset, run
         cdef BlockRecord* record
+        cdef str problem
         while p < end:
             offset = p % BLOCK_PRICES
             if offset == 0 and p + BLOCK_PRICES <= end:
                 record = &self.records[(p // BLOCK_PRICES) % self.file.blocks]
-                if self._checked and record.crc != record_crc(record):
-                    raise StoreCorruptionError(
-                        self.path, f"corrupt: the checksum of the record of block "
-                        f"{p // BLOCK_PRICES} does not match")
+                if self._checked:
+                    problem = record_problem(record, p // BLOCK_PRICES)
+                    if problem is not None:
+                        raise StoreCorruptionError(self.path, problem)
                 ts_exact_merge(&h.departed[i], &record.sums)
                 p += BLOCK_PRICES
             else:
@@ -435,23 +439,10 @@ cdef class SymbolStats:
         return 0
 
     cdef int _check_block_prices(self, int64_t b) except -1:
-        """Before prices of block b are read from the ring into a sum: are they the ones written?
-        (The open block against the header's open_crc, a complete one against its record.)"""
-        cdef SymbolHeader* h = self.h
-        cdef const BlockRecord* record = &self.records[b % self.file.blocks]
-        cdef int64_t slot = (b * BLOCK_PRICES) % h.ring_size
-        cdef int64_t n = BLOCK_PRICES
-        cdef uint32_t expected = record.prices_crc
-        if b == h.count // BLOCK_PRICES:
-            n = h.count % BLOCK_PRICES
-            expected = h.open_crc
-        elif record.crc != record_crc(record):
-            raise StoreCorruptionError(
-                self.path, f"corrupt: the checksum of the record of block {b} does not match")
-        if crc_extend(0, self.ring + slot, n * sizeof(double)) != expected:
-            raise StoreCorruptionError(
-                self.path, f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
-                f"{b * BLOCK_PRICES + n - 1} do not match their checksum")
+        """Before prices of block b are read from the ring into a sum: are they the ones written?"""
+        cdef str problem = block_problem(self.file, self.h, b)
+        if problem is not None:
+            raise StoreCorruptionError(self.path, problem)
         return 0
 
     # -- answering ---------------------------------------------------------------------------

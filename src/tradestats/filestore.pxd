@@ -17,6 +17,7 @@ cdef class FileSymbolStats(SymbolStats):
 
     cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept
     cdef int _check_size(self) except -1
+    cdef int _faulted(self) except -1
     cdef int _mapped_copy(self, void* out, const void* source, size_t n) except -1
     cdef uint32_t _mapped_crc(self, uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF
     cdef array _copy_prices(self, int64_t count, int64_t wanted)

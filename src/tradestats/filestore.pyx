@@ -22,7 +22,7 @@ from tradestats.engine cimport (
     SymbolStats, check_prices, crash_point, integer_in_range, last_prices, state_bytes,
 )
 from tradestats.exact cimport add_positions, ts_exact_clear, ts_exact_rest
-from tradestats.kernels cimport CHUNK, rebuild_deques
+from tradestats.kernels cimport CHUNK, rebuild_deques, ring_span
 from tradestats.layout cimport (
     BLOCK_PRICES, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader,
 )
@@ -227,14 +227,15 @@ cdef class FileSymbolStats(SymbolStats):
         checked against its CRC."""
         cdef int copied
         cdef uint32_t crc
+        cdef uint64_t g
         copied = ts_guarded_snapshot(&self.file.generation, <const char*>&self.file.snapshot[0],
                                      sizeof(Snapshot), out, MAX_READ_TRIES)
         if copied < 0:
-            self._check_size()
-            raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
+            self._faulted()
         if copied == 0:
             with WritersLock(self):   # writers never paused: queue up with them
-                memcpy(out, &self.file.snapshot[self.file.generation & 1], sizeof(Snapshot))
+                self._mapped_copy(&g, &self.file.generation, sizeof(uint64_t))
+                self._mapped_copy(out, &self.file.snapshot[g & 1], sizeof(Snapshot))
         if CRC32C_IN_HARDWARE:
             crc = ts_crc32c_sse42(out, <size_t>(<char*>&out.crc - <char*>out))
         else:
@@ -247,8 +248,7 @@ cdef class FileSymbolStats(SymbolStats):
     cdef int _verify_state(self, bint recompute) except -1:
         """(verify) The committed state against its checksums, then (SymbolStats) against the
         prices themselves."""
-        cdef str problem
-        self._check_size()
+        cdef str problem   # under WritersLock: the size was just checked
         problem = layout_problem(self.file, os.fstat(self.fd).st_size,
                                  bytes(self.file.symbol[:self.file.symbol_bytes]),
                                  self.file.max_k, self.file.max_batch)
@@ -270,12 +270,16 @@ cdef class FileSymbolStats(SymbolStats):
                 f"{self.mapped_bytes}")
         return 0
 
+    cdef int _faulted(self) except -1:
+        """A guarded read of the mapping faulted: say why (the size, if it was truncated)."""
+        self._check_size()
+        raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
+
     cdef int _mapped_copy(self, void* out, const void* source, size_t n) except -1:
         """A reader's copy from the mapping, under the SIGBUS guard (guard.h): a file truncated
         since the last fstat is refused, not a crash."""
         if ts_guarded_copy(out, source, n) != 0:
-            self._check_size()
-            raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
+            self._faulted()
         return 0
 
     cdef uint32_t _mapped_crc(self, uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF:
@@ -284,16 +288,14 @@ cdef class FileSymbolStats(SymbolStats):
         if not CRC32C_IN_HARDWARE:
             return crc_extend(crc, data, n)
         if ts_guarded_crc32c(&crc, data, n) != 0:
-            self._check_size()
-            raise StoreCorruptionError(self.path, "corrupt: its mapping faulted (truncated?)")
+            self._faulted()
         return crc
 
     cdef array _copy_prices(self, int64_t count, int64_t wanted):
         """The last min(wanted, count, capacity) prices before position count, oldest first,
         copied under the guard."""
-        cdef int64_t n = min(wanted, count, self.capacity_)
-        cdef int64_t start = (count - n) % self.ring_size_ if n else 0
-        cdef int64_t first = min(n, self.ring_size_ - start)
+        cdef int64_t start, first
+        cdef int64_t n = ring_span(count, self.capacity_, self.ring_size_, wanted, &start, &first)
         cdef array out = clone(_DOUBLE_TEMPLATE, n, False)
         self._mapped_copy(out.data.as_doubles, self.ring + start, first * sizeof(double))
         self._mapped_copy(out.data.as_doubles + first, self.ring, (n - first) * sizeof(double))

@@ -24,6 +24,10 @@
  * store that arms it as dead). */
 static __thread jmp_buf *volatile ts_guard_target;
 #define TS_BARRIER() __asm__ __volatile__("" ::: "memory")
+/* Between TS_ARM(target) and TS_DISARM() a SIGBUS jumps to `target` (whose setjmp, in the
+ * guarded function's own frame, then returns 1). */
+#define TS_ARM(target) do { ts_guard_target = &(target); TS_BARRIER(); } while (0)
+#define TS_DISARM() do { TS_BARRIER(); ts_guard_target = NULL; } while (0)
 static struct sigaction ts_previous_bus;
 static volatile sig_atomic_t ts_guard_ready;
 
@@ -66,20 +70,17 @@ static int ts_guarded_snapshot(const uint64_t *generation, const char *slots, si
     if (setjmp(target)) {
         return -1;
     }
-    ts_guard_target = &target;
-    TS_BARRIER();
+    TS_ARM(target);
     for (; attempt < tries; attempt++) {
         uint64_t g = __atomic_load_n(generation, __ATOMIC_ACQUIRE);
         memcpy(out, slots + (g & 1) * size, size);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(generation, __ATOMIC_RELAXED) == g) {
-            TS_BARRIER();
-            ts_guard_target = NULL;
+            TS_DISARM();
             return 1;
         }
     }
-    TS_BARRIER();
-    ts_guard_target = NULL;
+    TS_DISARM();
     return 0;
 }
 
@@ -89,11 +90,9 @@ static int ts_guarded_copy(void *out, const void *source, size_t n) {
     if (setjmp(target)) {
         return -1;
     }
-    ts_guard_target = &target;
-    TS_BARRIER();
+    TS_ARM(target);
     memcpy(out, source, n);
-    TS_BARRIER();
-    ts_guard_target = NULL;
+    TS_DISARM();
     return 0;
 }
 
@@ -134,11 +133,9 @@ static int ts_guarded_crc32c(uint32_t *crc, const void *data, size_t n) {
     if (setjmp(target)) {
         return -1;
     }
-    ts_guard_target = &target;
-    TS_BARRIER();
+    TS_ARM(target);
     *crc = ts_crc32c_extend_sse42(*crc, data, n);
-    TS_BARRIER();
-    ts_guard_target = NULL;
+    TS_DISARM();
     return 0;
 }
 

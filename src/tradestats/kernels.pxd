@@ -159,6 +159,16 @@ cdef inline int64_t newest_slot(const SymbolHeader* h) noexcept nogil:
     return (h.count - 1) % h.ring_size
 
 
+cdef inline int64_t ring_span(int64_t count, int64_t capacity, int64_t ring_size, int64_t wanted,
+                              int64_t* start, int64_t* first) noexcept nogil:
+    """The last min(wanted, count, capacity) prices before position count: how many (returned),
+    the ring slot of the oldest (start) and how many lie before the ring wraps (first)."""
+    cdef int64_t n = min(wanted, count, capacity)
+    start[0] = (count - n) % ring_size if n else 0
+    first[0] = min(n, ring_size - start[0])
+    return n
+
+
 cdef inline void init_header(SymbolHeader* h, int max_k, int64_t ring_size) noexcept nogil:
     """An empty symbol: windows 10**1 .. 10**max_k, a ring of ring_size slots, zero sums."""
     cdef int i

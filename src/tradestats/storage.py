@@ -114,6 +114,29 @@ def _reset_locks_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
+def read_meta(meta_path: Path) -> tuple[int, int, int]:
+    """(format version, max_k, max_batch) of a store's metadata, each checked; StoreFormatError
+    naming the file and the field otherwise (an unknown version included)."""
+    try:
+        meta = json.loads(meta_path.read_bytes())
+        kind, version = meta["format"], meta["version"]
+        stored_k, stored_batch = meta["max_k"], meta["max_batch"]
+    except FileNotFoundError:
+        raise StoreFormatError(meta_path, "missing: not a tradestats data directory") from None
+    except (ValueError, KeyError, TypeError):
+        raise StoreFormatError(meta_path, "corrupt: not this store's metadata") from None
+    for field, value in (("version", version), ("max_k", stored_k), ("max_batch", stored_batch)):
+        if type(value) is not int or value < 1:
+            raise StoreFormatError(meta_path, f"corrupt: {field} is {value!r}, not a "
+                                   "positive integer")
+    if kind != FORMAT:
+        raise StoreFormatError(meta_path, f"not a tradestats store ({kind!r})")
+    if version != VERSION and version not in MIGRATES_FROM:
+        raise StoreFormatError(
+            meta_path, f"format version {version}; this tradestats reads version {VERSION}")
+    return version, stored_k, stored_batch
+
+
 class SymbolDirectory:
     """One store directory (see the module doc); SymbolStats does the rest in each file."""
 
@@ -140,32 +163,16 @@ class SymbolDirectory:
 
     # -- the store's metadata ------------------------------------------------------------------
 
-    def _check_or_write_meta(self, max_batch: int | None) -> int:
+    def _check_or_write_meta(self, max_batch: int | None) -> tuple[int, int]:
+        """(max_batch, format version) of the store, its metadata written if it is new."""
         meta_path = self.root / META_NAME
         if not meta_path.exists():
             if self.symbols():
                 raise StoreFormatError(meta_path, "missing, but the store holds symbol files")
             created = max_batch or limits.DEFAULT_MAX_BATCH
-            meta = {"format": FORMAT, "version": VERSION, "max_k": self.max_k,
-                    "max_batch": created}
             self._write_meta(created)
             return created, VERSION
-        try:
-            meta = json.loads(meta_path.read_bytes())
-            kind, version = meta["format"], meta["version"]
-            stored_k, stored_batch = meta["max_k"], meta["max_batch"]
-        except (ValueError, KeyError, TypeError):
-            raise StoreFormatError(meta_path, "corrupt: not this store's metadata") from None
-        for field, value in (("version", version), ("max_k", stored_k),
-                             ("max_batch", stored_batch)):
-            if type(value) is not int or value < 1:
-                raise StoreFormatError(meta_path, f"corrupt: {field} is {value!r}, not a "
-                                       "positive integer")
-        if kind != FORMAT:
-            raise StoreFormatError(meta_path, f"not a tradestats store ({kind!r})")
-        if version != VERSION and version not in MIGRATES_FROM:
-            raise StoreFormatError(
-                meta_path, f"format version {version}; this tradestats reads version {VERSION}")
+        version, stored_k, stored_batch = read_meta(meta_path)
         if stored_k != self.max_k:
             raise StoreFormatError(
                 meta_path, f"created with max_k={stored_k}, opened with max_k={self.max_k}")

@@ -16,6 +16,8 @@ cdef SymbolFile* map_file(int fd, int64_t size, object path) except NULL
 cdef void format_layout(SymbolFile* f, bytes symbol, int max_k, int64_t max_batch) noexcept
 cdef str layout_problem(const SymbolFile* f, int64_t size, bytes symbol, int max_k,
                         int64_t max_batch)
+cdef str record_problem(const BlockRecord* record, int64_t b)
+cdef str block_problem(const SymbolFile* f, const SymbolHeader* h, int64_t b)
 cdef str prices_problem(const SymbolFile* f, const SymbolHeader* h)
 
 cdef int lock_file(int fd, bint exclusive) except -1

@@ -230,28 +230,45 @@ cdef bint deque_out_of_bounds(const DequeCursor* at, const SymbolHeader* h) noex
             or at.head_phys < 0 or at.head_phys >= h.capacity)
 
 
-cdef str prices_problem(const SymbolFile* f, const SymbolHeader* h):
-    """Whether the prices of the largest window (and the rest of their blocks) are those their
-    CRCs were taken of, or None. Every block that holds a price of the window is checked: the
-    complete ones against their records, the newest against the header's open_crc."""
+cdef str record_problem(const BlockRecord* record, int64_t b):
+    """Whether block b's record (its exact sums and its prices' CRC) is the one written, or None."""
+    if record.crc != record_crc(record):
+        return f"corrupt: the checksum of the record of block {b} does not match"
+    return None
+
+
+cdef str block_problem(const SymbolFile* f, const SymbolHeader* h, int64_t b):
+    """Whether the prices of block b are those their CRC was taken of, or None: a complete block
+    against its record (itself checked first), the newest against the header's open_crc."""
     cdef const char* base = <const char*>f
     cdef const double* ring = <const double*>(base + f.ring_offset)
-    cdef const BlockRecord* records = <const BlockRecord*>(base + f.blocks_offset)
-    cdef const BlockRecord* record
-    cdef int64_t first = max(0, h.count - h.capacity) // BLOCK_PRICES
-    cdef int64_t newest = h.count // BLOCK_PRICES, b, slot
-    for b in range(first, newest):
-        record = &records[b % f.blocks]
-        slot = (b * BLOCK_PRICES) % f.ring_size
-        if record.crc != record_crc(record):
-            return f"corrupt: the checksum of the record of block {b} does not match"
-        if record.prices_crc != crc_extend(0, ring + slot, BLOCK_PRICES * sizeof(double)):
-            return (f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
-                    f"{(b + 1) * BLOCK_PRICES - 1} do not match their checksum")
-    slot = (newest * BLOCK_PRICES) % f.ring_size
-    if h.open_crc != crc_extend(0, ring + slot, (h.count % BLOCK_PRICES) * sizeof(double)):
-        return (f"corrupt: the prices at positions {newest * BLOCK_PRICES}..{h.count - 1} do "
-                "not match their checksum")
+    cdef const BlockRecord* record = <const BlockRecord*>(base + f.blocks_offset) + b % f.blocks
+    cdef int64_t n = BLOCK_PRICES
+    cdef uint32_t expected
+    cdef str problem
+    if b == h.count // BLOCK_PRICES:
+        n = h.count % BLOCK_PRICES
+        expected = h.open_crc
+    else:
+        problem = record_problem(record, b)
+        if problem is not None:
+            return problem
+        expected = record.prices_crc
+    if crc_extend(0, ring + (b * BLOCK_PRICES) % f.ring_size, n * sizeof(double)) != expected:
+        return (f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
+                f"{b * BLOCK_PRICES + n - 1} do not match their checksum")
+    return None
+
+
+cdef str prices_problem(const SymbolFile* f, const SymbolHeader* h):
+    """Whether the prices of the largest window (and the rest of their blocks) are those their
+    CRCs were taken of, or None: every block that holds a price of the window."""
+    cdef int64_t b
+    cdef str problem
+    for b in range(max(0, h.count - h.capacity) // BLOCK_PRICES, h.count // BLOCK_PRICES + 1):
+        problem = block_problem(f, h, b)
+        if problem is not None:
+            return problem
     return None
 
 
