@@ -6,6 +6,12 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from tradestats.layout cimport BlockRecord, Snapshot, SymbolFile, SymbolHeader
 
+# Batches of at least this many prices are appended with the GIL released; smaller ones keep it
+# (releasing and taking it back costs more than they take).
+cdef enum:
+    NOGIL_PRICES = 256
+
+
 cdef class Stats:
     cdef readonly double min
     cdef readonly double max
@@ -27,16 +33,22 @@ cdef class SymbolStats:
     cdef bint _checked             # keeps and checks checksums (a file)
     cdef bint _loading             # filling a new file (migration): departed sums set at the end
 
+    cdef int _fault                # what the last check without the GIL found (symbolfile)
+    cdef int64_t _fault_block      # ... and in which block
+
     cdef void _bind(self, SymbolFile* f) noexcept
     cdef int _add_prices(self, const double* values, Py_ssize_t n) except -1
-    cdef int _append(self, const double* values, Py_ssize_t n) except -1
-    cdef int _append_chunk(self, const double* xs, Py_ssize_t c) except -1
-    cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept
-    cdef int _enter(self, int64_t start, int64_t c) except -1
-    cdef int _close_block(self, int64_t b) except -1
-    cdef int _depart(self, int i, int64_t start, int64_t c) except -1
-    cdef int _check_block_prices(self, int64_t b) except -1
-    cdef void _compute_snapshot(self, Snapshot* snap) noexcept
+    # The append path runs without the GIL: it returns a fault instead of raising.
+    cdef int _append(self, const double* values, Py_ssize_t n) noexcept nogil
+    cdef int _append_chunk(self, const double* xs, Py_ssize_t c) noexcept nogil
+    cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept nogil
+    cdef void _enter(self, int64_t start, int64_t c) noexcept nogil
+    cdef void _close_block(self, int64_t b) noexcept nogil
+    cdef int _depart(self, int i, int64_t start, int64_t c) noexcept nogil
+    cdef int _check_block_prices(self, int64_t b) noexcept nogil
+    cdef int _faulted_at(self, int64_t b, int fault) noexcept nogil
+    cdef int raise_fault(self) except -1
+    cdef void _compute_snapshot(self, Snapshot* snap) noexcept nogil
     cdef int _snapshot(self, Snapshot* out) except -1
     cdef int _verify_state(self, bint recompute) except -1
 
@@ -52,7 +64,7 @@ cdef class Store:
 
 cdef int integer_in_range(str name, object value, int low, int high) except? -1
 cdef int check_prices(const double* xs, int64_t n, int64_t first_position) except -1
-cdef void crash_point() noexcept
+cdef void crash_point() noexcept nogil
 cdef array last_prices(const double* ring, int64_t count, int64_t capacity, int64_t ring_size,
                        int64_t wanted)
 cdef int64_t state_bytes(const SymbolFile* f, int64_t slots) noexcept

@@ -32,7 +32,7 @@ from tradestats.kernels cimport (
 )
 from tradestats.layout cimport BLOCK_PRICES, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader
 from tradestats.symbolfile cimport (
-    block_problem, crc_extend, map_anonymous, record_crc, record_problem,
+    BLOCK_INTACT, RECORD_DAMAGED, block_fault, crc_extend, fault_problem, map_anonymous, record_crc,
 )
 
 from tradestats.errors import (  # noqa: F401  (re-exported: the engine's public exceptions)
@@ -180,7 +180,7 @@ def _crash_after_chunks(int64_t chunks):
     _crash_countdown = chunks
 
 
-cdef void crash_point() noexcept:
+cdef void crash_point() noexcept nogil:
     global _crash_countdown
     if _crash_countdown < 0:
         return
@@ -211,12 +211,12 @@ cdef int64_t state_bytes(const SymbolFile* f, int64_t slots) noexcept:
             + 2 * min(slots, f.capacity) * sizeof(uint32_t) + records * sizeof(BlockRecord))
 
 
-cdef inline double window_min(SymbolStats s, int i) noexcept:
+cdef inline double window_min(SymbolStats s, int i) noexcept nogil:
     return s.ring[ring_slot(s.low_slots[physical(&s.h.lows.at, s.h.lows.front[i])],
                             s.h.ring_size)]
 
 
-cdef inline double window_max(SymbolStats s, int i) noexcept:
+cdef inline double window_max(SymbolStats s, int i) noexcept nogil:
     return s.ring[ring_slot(s.high_slots[physical(&s.h.highs.at, s.h.highs.front[i])],
                             s.h.ring_size)]
 
@@ -272,13 +272,24 @@ cdef class SymbolStats:
         return snap.count
 
     def add(self, values):
-        """Append prices, oldest first. All or nothing: InvalidPriceError names the first bad index."""
+        """Append prices, oldest first. All or nothing: InvalidPriceError names the first bad index.
+        The prices are validated with the GIL held, then appended with it released (batches of
+        NOGIL_PRICES or more), so other threads run meanwhile."""
         cdef array prices = as_prices(values)
         self._add_prices(prices.data.as_doubles, len(prices))
 
     cdef int _add_prices(self, const double* values, Py_ssize_t n) except -1:
-        self._append(values, n)   # cannot fail in the heap: nothing is allocated
-        self._compute_snapshot(&self.file.snapshot[0])
+        cdef Snapshot fresh
+        # Cannot fail in the heap: nothing is checked or allocated.
+        if n >= NOGIL_PRICES:
+            with nogil:
+                self._append(values, n)
+                self._compute_snapshot(&fresh)
+        else:
+            self._append(values, n)
+            self._compute_snapshot(&fresh)
+        # Published with the GIL held: a thread calling stats() meanwhile sees whole batches.
+        memcpy(&self.file.snapshot[0], &fresh, sizeof(Snapshot))
         return 0
 
     def stats(self, k):
@@ -308,7 +319,9 @@ cdef class SymbolStats:
     def prices(self, n):
         """The last n prices (fewer if fewer are held), oldest first, as array('d'), in one copy."""
         cdef int64_t wanted = integer_in_range("n", n, 1, INT_MAX)
-        return last_prices(self.ring, self.h.count, self.h.capacity, self.h.ring_size, wanted)
+        # The published count: an add running meanwhile (GIL released) writes only slots past it.
+        return last_prices(self.ring, self.file.snapshot[0].count, self.h.capacity,
+                           self.h.ring_size, wanted)
 
     def recover(self):
         """Roll back a torn batch now, if there is one (the next writer would); True if there was."""
@@ -326,8 +339,11 @@ cdef class SymbolStats:
 
     # -- appending --------------------------------------------------------------------------
 
-    cdef int _append(self, const double* values, Py_ssize_t n) except -1:
+    cdef int _append(self, const double* values, Py_ssize_t n) noexcept nogil:
+        """Append n prices a chunk at a time: 0, or the fault of a checked block (raise_fault
+        says which; a file's writer then rolls the batch back)."""
         cdef Py_ssize_t done = 0, c
+        cdef int fault
         cdef SymbolHeader* h = self.h
         cdef int64_t chunk_limit = min(<int64_t>CHUNK, h.capacity)
         if h.max_k > 1:
@@ -341,29 +357,33 @@ cdef class SymbolStats:
                 # whole blocks (from their records) except at a batch's two ends.
                 c = min(c, chunk_limit - h.count % BLOCK_PRICES)
             crash_point()
-            self._append_chunk(values + done, c)
+            fault = self._append_chunk(values + done, c)
+            if fault != BLOCK_INTACT:
+                return fault
             done += c
-        return 0
+        return BLOCK_INTACT
 
-    cdef int _append_chunk(self, const double* xs, Py_ssize_t c) except -1:
+    cdef int _append_chunk(self, const double* xs, Py_ssize_t c) noexcept nogil:
         """Append c prices: ring first (the slack keeps every slot it overwrites out of every
         window), then the deques, then the exact sums: in and out of every window."""
         cdef SymbolHeader* h = self.h
         cdef int64_t start = h.count, first_slot = start % h.ring_size
         cdef int64_t run = min(<int64_t>c, h.ring_size - first_slot)
-        cdef int i
+        cdef int i, fault
         memcpy(self.ring + first_slot, xs, run * sizeof(double))
         memcpy(self.ring, xs + run, (c - run) * sizeof(double))
         self._slide_deques(xs, c)
         self._enter(start, c)
         if self._loading:
-            return 0
+            return BLOCK_INTACT
         for i in range(h.max_k):
             if h.window[i] >= BLOCK_PRICES:
-                self._depart(i, start, c)
-        return 0
+                fault = self._depart(i, start, c)
+                if fault != BLOCK_INTACT:
+                    return fault
+        return BLOCK_INTACT
 
-    cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept:
+    cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept nogil:
         cdef SymbolHeader* h = self.h
         cdef int64_t capacity = h.capacity, ring_size = h.ring_size
         cdef int64_t first_slot = h.count % ring_size
@@ -382,7 +402,7 @@ cdef class SymbolStats:
         advance_fronts(&h.lows, self.low_slots, h, lowest_low, newest_slot(h))
         advance_fronts(&h.highs, self.high_slots, h, lowest_high, newest_slot(h))
 
-    cdef int _enter(self, int64_t start, int64_t c) except -1:
+    cdef void _enter(self, int64_t start, int64_t c) noexcept nogil:
         """Add the prices at positions start .. start + c - 1 to the open block, closing each
         block they complete."""
         cdef SymbolHeader* h = self.h
@@ -397,9 +417,8 @@ cdef class SymbolStats:
             p += run
             if p == block_end:
                 self._close_block(p // BLOCK_PRICES - 1)
-        return 0
 
-    cdef int _close_block(self, int64_t b) except -1:
+    cdef void _close_block(self, int64_t b) noexcept nogil:
         """Block b is complete: its record is written and its sums settle."""
         cdef SymbolHeader* h = self.h
         cdef BlockRecord* record = &self.records[b % self.file.blocks]
@@ -410,44 +429,46 @@ cdef class SymbolStats:
         ts_exact_merge(&h.settled, &h.open_block)
         ts_exact_clear(&h.open_block)
         h.open_crc = 0
-        return 0
 
-    cdef int _depart(self, int i, int64_t start, int64_t c) except -1:
+    cdef int _depart(self, int i, int64_t start, int64_t c) noexcept nogil:
         """Window i's departed sums take the prices that left it in this chunk: whole blocks
         from their records, the rest from the ring."""
         cdef SymbolHeader* h = self.h
         cdef int64_t size = h.window[i], p = max(0, start - size), end = start + c - size
         cdef int64_t offset, run
         cdef BlockRecord* record
-        cdef str problem
         while p < end:
             offset = p % BLOCK_PRICES
             if offset == 0 and p + BLOCK_PRICES <= end:
                 record = &self.records[(p // BLOCK_PRICES) % self.file.blocks]
-                if self._checked:
-                    problem = record_problem(record, p // BLOCK_PRICES)
-                    if problem is not None:
-                        raise StoreCorruptionError(self.path, problem)
+                if self._checked and record.crc != record_crc(record):
+                    return self._faulted_at(p // BLOCK_PRICES, RECORD_DAMAGED)
                 ts_exact_merge(&h.departed[i], &record.sums)
                 p += BLOCK_PRICES
             else:
                 run = min(end, p - offset + BLOCK_PRICES) - p
-                if self._checked:
-                    self._check_block_prices(p // BLOCK_PRICES)
+                if self._checked and self._check_block_prices(p // BLOCK_PRICES) != BLOCK_INTACT:
+                    return self._fault
                 ts_exact_add(&h.departed[i], self.ring + p % h.ring_size, run)
                 p += run
-        return 0
+        return BLOCK_INTACT
 
-    cdef int _check_block_prices(self, int64_t b) except -1:
-        """Before prices of block b are read from the ring into a sum: are they the ones written?"""
-        cdef str problem = block_problem(self.file, self.h, b)
-        if problem is not None:
-            raise StoreCorruptionError(self.path, problem)
-        return 0
+    cdef int _check_block_prices(self, int64_t b) noexcept nogil:
+        """Before prices of block b are read from the ring into a sum: are they the ones written?
+        BLOCK_INTACT, or the fault (kept for raise_fault)."""
+        return self._faulted_at(b, block_fault(self.file, self.h, b))
+
+    cdef int _faulted_at(self, int64_t b, int fault) noexcept nogil:
+        self._fault, self._fault_block = fault, b
+        return fault
+
+    cdef int raise_fault(self) except -1:
+        """The StoreCorruptionError of the last fault a check without the GIL found."""
+        raise StoreCorruptionError(self.path, fault_problem(self._fault, self.h, self._fault_block))
 
     # -- answering ---------------------------------------------------------------------------
 
-    cdef void _compute_snapshot(self, Snapshot* snap) noexcept:
+    cdef void _compute_snapshot(self, Snapshot* snap) noexcept nogil:
         """Every full window's statistics, rounded once from the exact sums. Windows smaller
         than a block are summed from the ring (nested: at most BLOCK_PRICES - 1 prices)."""
         cdef SymbolHeader* h = self.h

@@ -19,7 +19,8 @@ from posix.stat cimport fstat, struct_stat
 from posix.unistd cimport getpid
 
 from tradestats.engine cimport (
-    SymbolStats, check_prices, crash_point, integer_in_range, last_prices, state_bytes,
+    NOGIL_PRICES, SymbolStats, check_prices, crash_point, integer_in_range, last_prices,
+    state_bytes,
 )
 from tradestats.exact cimport add_positions, ts_exact_clear, ts_exact_rest
 from tradestats.kernels cimport CHUNK, rebuild_deques, ring_span
@@ -28,7 +29,7 @@ from tradestats.layout cimport (
 )
 from tradestats.layout_v1 cimport V1SymbolFile
 from tradestats.symbolfile cimport (
-    crc_extend, errno_value, header_crc, layout_problem, lock_file, map_file, prices_problem,
+    BLOCK_INTACT, crc_extend, errno_value, header_crc, layout_problem, lock_file, map_file, prices_problem,
     record_crc, reserve, snapshot_crc,
 )
 
@@ -332,8 +333,11 @@ cdef class FileSymbolStats(SymbolStats):
     # -- the file: one writer, readers without locks -------------------------------------------
 
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1:
+        """Under the writers' lock: check, append and commit the batch, the appending and the
+        commit without the GIL (its readers never needed it)."""
         cdef SymbolFile* f = self.file
         cdef uint64_t g
+        cdef int fault, result
         if n > self.max_batch_:
             raise ValueError(
                 f"a batch of {n} prices is more than this file store takes at once "
@@ -353,34 +357,50 @@ cdef class FileSymbolStats(SymbolStats):
             ts_fence_full()         # `writing` is set before any slot can change
             if self._sync:
                 # ...and on disk first, or a power cut could keep torn deques unmarked.
-                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
-            try:
-                self._append(values, n)
-                crash_point()
-                self._prepare_commit(g + 1)
-            except BaseException:
+                with nogil:
+                    result = msync(f, f.header_bytes, MS_SYNC)
+                self._synced_or_rolled_back(result, g, False)
+            if n >= NOGIL_PRICES:
+                with nogil:
+                    fault = self._append_and_prepare(values, n, g + 1)
+            else:
+                fault = self._append_and_prepare(values, n, g + 1)
+            if fault != BLOCK_INTACT:
                 self._recover_if_torn()
-                raise
+                self.raise_fault()
             if self._sync:          # the batch is on disk before anyone can see it...
-                self._synced_or_rolled_back(fdatasync(self.fd), g, False)
+                with nogil:
+                    result = fdatasync(self.fd)
+                self._synced_or_rolled_back(result, g, False)
             ts_store_release(&f.generation, g + 1)
             if self._sync:          # ...and so is its publication before the 200
-                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
+                with nogil:
+                    result = msync(f, f.header_bytes, MS_SYNC)
+                self._synced_or_rolled_back(result, g, True)
         return 0
 
-    cdef int _prepare_commit(self, uint64_t generation) except -1:
+    cdef int _append_and_prepare(self, const double* values, Py_ssize_t n,
+                                 uint64_t generation) noexcept nogil:
+        cdef int fault = self._append(values, n)
+        if fault != BLOCK_INTACT:
+            return fault
+        crash_point()
+        return self._prepare_commit(generation)
+
+    cdef int _prepare_commit(self, uint64_t generation) noexcept nogil:
         """Write the readers' snapshot of the new state and both checksums: all that is left to
-        publish it is one store of the generation."""
+        publish it is one store of the generation. BLOCK_INTACT, or the fault that stops it."""
         cdef Snapshot* snap = &self.file.snapshot[generation & 1]
         cdef int64_t b, first = max(0, self.h.count - DIRECTLY_SUMMED)
         # The windows below a block are summed from the ring's newest prices: checked first.
         if self.h.count:
             for b in range(first // BLOCK_PRICES, (self.h.count - 1) // BLOCK_PRICES + 1):
-                self._check_block_prices(b)
+                if self._check_block_prices(b) != BLOCK_INTACT:
+                    return self._fault
         self._compute_snapshot(snap)
         snap.crc = snapshot_crc(snap)
         self.h.crc = header_crc(self.h)
-        return 0
+        return BLOCK_INTACT
 
     cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1:
         """After a sync in sync mode: if it failed, the batch is undone (unpublished if it was
@@ -474,7 +494,7 @@ cdef class FileSymbolStats(SymbolStats):
         self._loading = True
         try:
             # Positions before the window in its first block: not in any window, zeros here.
-            self._append(zeros, start - p)
+            self._append(zeros, start - p)   # loading checks nothing: it cannot fault
             p = start
             while p < count:
                 slot = p % ring_size
@@ -496,7 +516,8 @@ cdef class FileSymbolStats(SymbolStats):
             add_positions(&direct, self.ring, h.ring_size, h.count - h.window[i], h.window[i] - p)
             p = h.window[i]
             ts_exact_rest(&h.departed[i], &h.settled, &h.open_block, &direct)
-        self._prepare_commit(0)
+        if self._prepare_commit(0) != BLOCK_INTACT:
+            self.raise_fault()
         return 0
 
 

@@ -8,8 +8,7 @@
  * Python frame in between) and the copy reports the fault. A SIGBUS anywhere else is not ours:
  * the previous action is restored and the access faults again into it (the default: death).
  *
- * The snapshot's CRC32C is checked with the CPU's crc32 instruction where there is one (SSE4.2):
- * the same CRC32C as the crc32c package, which the writers use and which this falls back to.
+ * ts_guarded_crc32c is checksum.h's CRC32C under the same guard.
  */
 #ifndef TRADESTATS_GUARD_H
 #define TRADESTATS_GUARD_H
@@ -18,6 +17,8 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "checksum.h"
 
 /* volatile, and fenced by compiler barriers where it is set and cleared: the copies in between
  * are plain loads the compiler could otherwise move out of the guarded stretch (or drop the
@@ -94,37 +95,6 @@ static int ts_guarded_copy(void *out, const void *source, size_t n) {
     memcpy(out, source, n);
     TS_DISARM();
     return 0;
-}
-
-#if defined(__x86_64__)
-/* The CRC32C of what `crc` covered followed by data[:n] (the crc32c package's crc32c(data,
- * crc)), with the SSE4.2 instruction. */
-__attribute__((target("sse4.2")))
-static uint32_t ts_crc32c_extend_sse42(uint32_t crc, const void *data, size_t n) {
-    const unsigned char *p = (const unsigned char *)data;
-    uint64_t state = crc ^ 0xFFFFFFFFu;
-    uint64_t word;
-    while (n >= 8) {
-        memcpy(&word, p, 8);
-        state = __builtin_ia32_crc32di(state, word);
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        state = __builtin_ia32_crc32qi((uint32_t)state, *p++);
-    return (uint32_t)state ^ 0xFFFFFFFFu;
-}
-
-static int ts_crc32c_in_hardware(void) { return __builtin_cpu_supports("sse4.2"); }
-#else
-static uint32_t ts_crc32c_extend_sse42(uint32_t crc, const void *data, size_t n) {
-    (void)data; (void)n; return crc;
-}
-static int ts_crc32c_in_hardware(void) { return 0; }
-#endif
-
-static uint32_t ts_crc32c_sse42(const void *data, size_t n) {
-    return ts_crc32c_extend_sse42(0, data, n);
 }
 
 /* ts_crc32c_extend_sse42 under the guard: 0, or -1 if data faulted. */

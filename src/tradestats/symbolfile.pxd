@@ -5,11 +5,21 @@ from libc.stdint cimport int64_t, uint32_t
 
 from tradestats.layout cimport BlockRecord, Snapshot, SymbolFile, SymbolHeader
 
-cdef uint32_t crc_extend(uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF
-cdef uint32_t header_crc(const SymbolHeader* h) except? 0xFFFFFFFF
-cdef uint32_t snapshot_crc(const Snapshot* s) except? 0xFFFFFFFF
-cdef uint32_t record_crc(const BlockRecord* r) except? 0xFFFFFFFF
-cdef uint32_t identity_crc(const SymbolFile* f) except? 0xFFFFFFFF
+# Writers compute and check checksums without the GIL.
+cdef uint32_t crc_extend(uint32_t crc, const void* data, size_t n) noexcept nogil
+cdef uint32_t header_crc(const SymbolHeader* h) noexcept nogil
+cdef uint32_t snapshot_crc(const Snapshot* s) noexcept nogil
+cdef uint32_t record_crc(const BlockRecord* r) noexcept nogil
+cdef uint32_t identity_crc(const SymbolFile* f) noexcept nogil
+
+# What block_fault finds; fault_problem says it in words.
+cdef enum:
+    BLOCK_INTACT = 0
+    RECORD_DAMAGED = 1
+    PRICES_DAMAGED = 2
+
+cdef int block_fault(const SymbolFile* f, const SymbolHeader* h, int64_t b) noexcept nogil
+cdef str fault_problem(int fault, const SymbolHeader* h, int64_t b)
 
 cdef SymbolFile* map_anonymous(int max_k, int64_t max_batch) except NULL
 cdef SymbolFile* map_file(int fd, int64_t size, object path) except NULL

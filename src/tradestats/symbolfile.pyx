@@ -53,33 +53,46 @@ cdef extern from "<fcntl.h>" nogil:
 cdef extern from "<errno.h>":
     int errno
 
+cdef extern from "checksum.h" nogil:
+    uint32_t ts_crc32c_extend_sse42(uint32_t crc, const void* data, size_t n)
+    int ts_crc32c_in_hardware()
+
 cdef const char* FILE_MAGIC = b"TSTATSYM"
 cdef object _crc32c_of = _crc32c.crc32c
+cdef bint CRC32C_IN_HARDWARE = ts_crc32c_in_hardware()
 
 
 # ---------------------------------------------------------------------------------------------
-# Checksums: CRC32C (the crc32c package: hardware instructions where the CPU has them).
+# Checksums: CRC32C, with the CPU's instruction (checksum.h) so that writers need no GIL, else
+# with the crc32c package (which takes the GIL).
 
-cdef uint32_t crc_extend(uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF:
-    """The CRC32C of what `crc` covered followed by data[:n]."""
-    if n == 0:
-        return crc
+cdef uint32_t package_crc(uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF:
     return _crc32c_of(PyMemoryView_FromMemory(<char*>data, n, PyBUF_READ), crc)
 
 
-cdef uint32_t header_crc(const SymbolHeader* h) except? 0xFFFFFFFF:
+cdef uint32_t crc_extend(uint32_t crc, const void* data, size_t n) noexcept nogil:
+    """The CRC32C of what `crc` covered followed by data[:n]."""
+    if n == 0:
+        return crc
+    if CRC32C_IN_HARDWARE:
+        return ts_crc32c_extend_sse42(crc, data, n)
+    with gil:   # the package cannot fail on a valid buffer; if it did, the sum would mismatch
+        return package_crc(crc, data, n)
+
+
+cdef uint32_t header_crc(const SymbolHeader* h) noexcept nogil:
     return crc_extend(0, h, <size_t>(<const char*>&h.crc - <const char*>h))
 
 
-cdef uint32_t snapshot_crc(const Snapshot* s) except? 0xFFFFFFFF:
+cdef uint32_t snapshot_crc(const Snapshot* s) noexcept nogil:
     return crc_extend(0, s, <size_t>(<const char*>&s.crc - <const char*>s))
 
 
-cdef uint32_t record_crc(const BlockRecord* r) except? 0xFFFFFFFF:
+cdef uint32_t record_crc(const BlockRecord* r) noexcept nogil:
     return crc_extend(0, r, <size_t>(<const char*>&r.crc - <const char*>r))
 
 
-cdef uint32_t identity_crc(const SymbolFile* f) except? 0xFFFFFFFF:
+cdef uint32_t identity_crc(const SymbolFile* f) noexcept nogil:
     return crc_extend(0, f, <size_t>(<const char*>&f.identity_crc - <const char*>f))
 
 
@@ -230,34 +243,51 @@ cdef bint deque_out_of_bounds(const DequeCursor* at, const SymbolHeader* h) noex
             or at.head_phys < 0 or at.head_phys >= h.capacity)
 
 
+cdef int block_fault(const SymbolFile* f, const SymbolHeader* h, int64_t b) noexcept nogil:
+    """Whether the prices of block b are those their CRC was taken of: BLOCK_INTACT, or what is
+    not. A complete block is checked against its record (itself checked first), the newest
+    against the header's open_crc."""
+    cdef const char* base = <const char*>f
+    cdef const double* ring = <const double*>(base + f.ring_offset)
+    cdef const BlockRecord* record = <const BlockRecord*>(base + f.blocks_offset) + b % f.blocks
+    cdef uint32_t expected
+    if b == h.count // BLOCK_PRICES:
+        expected = h.open_crc
+    elif record.crc != record_crc(record):
+        return RECORD_DAMAGED
+    else:
+        expected = record.prices_crc
+    if crc_extend(0, ring + (b * BLOCK_PRICES) % f.ring_size,
+                  block_length(h, b) * sizeof(double)) != expected:
+        return PRICES_DAMAGED
+    return BLOCK_INTACT
+
+
+cdef inline int64_t block_length(const SymbolHeader* h, int64_t b) noexcept nogil:
+    """Prices block b holds: all of them, but for the open block."""
+    return h.count % BLOCK_PRICES if b == h.count // BLOCK_PRICES else BLOCK_PRICES
+
+
+cdef str fault_problem(int fault, const SymbolHeader* h, int64_t b):
+    """What a block_fault found, in words (None for BLOCK_INTACT)."""
+    if fault == RECORD_DAMAGED:
+        return f"corrupt: the checksum of the record of block {b} does not match"
+    if fault == PRICES_DAMAGED:
+        return (f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
+                f"{b * BLOCK_PRICES + block_length(h, b) - 1} do not match their checksum")
+    return None
+
+
 cdef str record_problem(const BlockRecord* record, int64_t b):
     """Whether block b's record (its exact sums and its prices' CRC) is the one written, or None."""
     if record.crc != record_crc(record):
-        return f"corrupt: the checksum of the record of block {b} does not match"
+        return fault_problem(RECORD_DAMAGED, NULL, b)
     return None
 
 
 cdef str block_problem(const SymbolFile* f, const SymbolHeader* h, int64_t b):
-    """Whether the prices of block b are those their CRC was taken of, or None: a complete block
-    against its record (itself checked first), the newest against the header's open_crc."""
-    cdef const char* base = <const char*>f
-    cdef const double* ring = <const double*>(base + f.ring_offset)
-    cdef const BlockRecord* record = <const BlockRecord*>(base + f.blocks_offset) + b % f.blocks
-    cdef int64_t n = BLOCK_PRICES
-    cdef uint32_t expected
-    cdef str problem
-    if b == h.count // BLOCK_PRICES:
-        n = h.count % BLOCK_PRICES
-        expected = h.open_crc
-    else:
-        problem = record_problem(record, b)
-        if problem is not None:
-            return problem
-        expected = record.prices_crc
-    if crc_extend(0, ring + (b * BLOCK_PRICES) % f.ring_size, n * sizeof(double)) != expected:
-        return (f"corrupt: the prices at positions {b * BLOCK_PRICES}.."
-                f"{b * BLOCK_PRICES + n - 1} do not match their checksum")
-    return None
+    """block_fault in words, or None."""
+    return fault_problem(block_fault(f, h, b), h, b)
 
 
 cdef str prices_problem(const SymbolFile* f, const SymbolHeader* h):
