@@ -156,9 +156,13 @@ def validate_values(values: Any, max_batch: int) -> list:
     """Only the shape: whether each element is a usable price is the engine's call."""
     if not isinstance(values, list):
         bad_request(messages.VALUES_NOT_ARRAY)
-    if len(values) > max_batch:
-        bad_request(messages.VALUES_OVER_BATCH_LIMIT.format(count=len(values), max_batch=max_batch))
+    check_batch_size(len(values), max_batch)
     return values
+
+
+def check_batch_size(count: int, max_batch: int) -> None:
+    if count > max_batch:
+        bad_request(messages.VALUES_OVER_BATCH_LIMIT.format(count=count, max_batch=max_batch))
 
 
 def parse_batch(document: Any, max_batch: int) -> tuple[str, list]:

@@ -19,10 +19,9 @@ from tradestats import (
     limits,
     messages,
 )
+from tradestats.web.batch_body import parse_batch_body
 from tradestats.web.errors import bad_request
 from tradestats.web.inputs import (
-    decode_json_body,
-    parse_batch,
     read_bounded_body,
     require_json_content_type,
     strict_integer,
@@ -50,7 +49,7 @@ class SerializedStore:
     def max_k(self) -> int:
         return self.store.max_k
 
-    def add(self, symbol: str, values: list) -> None:
+    def add(self, symbol: str, values: list | memoryview) -> None:
         with self._lock, refused_if_damaged(symbol):
             self.store.add(symbol, values)
 
@@ -103,8 +102,7 @@ class AddBatchResource:
             self._ingest(req, resp, body)
 
     def _ingest(self, req: falcon.Request, resp: falcon.Response, body: bytes) -> None:
-        document = decode_json_body(req, body)
-        symbol, values = parse_batch(document, self._max_batch)
+        symbol, values = parse_batch_body(req, body, self._max_batch)
         try:
             self._store.add(symbol, values)
         except InvalidPriceError as error:
