@@ -34,10 +34,11 @@ log = logging.getLogger("tradestats.web")
 # --- the store, shared by the resources -----------------------------------------------------------
 
 class SerializedStore:
-    """A heap Store is not thread-safe and a threaded WSGI server (an embedding app) may call us
-    from threads, so
-    calls into it take a lock. A file store locks per symbol itself and its readers never wait:
-    no lock here. (Under meinheld, greenlets on one thread, the lock is never contended.)
+    """A heap Store takes one writer at a time and a threaded WSGI server calls us from many
+    threads, so its writes and listings take a lock; its stats and prices read a snapshot
+    published with the GIL held, and never wait for an add (which runs without the GIL). A
+    file store locks per symbol itself and its readers never wait: no lock here. (Under
+    meinheld, greenlets on one thread, the lock is never contended.)
     """
 
     def __init__(self, store: Store) -> None:
@@ -54,7 +55,7 @@ class SerializedStore:
             self.store.add(symbol, values)
 
     def stats(self, symbol: str, k: int):
-        with self._lock, refused_if_damaged(symbol):
+        with refused_if_damaged(symbol):
             return self.store.stats(symbol, k)
 
     def summary(self) -> list[dict]:
@@ -63,7 +64,7 @@ class SerializedStore:
             return self.store.symbols()
 
     def prices(self, symbol: str, n: int) -> list[float]:
-        with self._lock, refused_if_damaged(symbol):
+        with refused_if_damaged(symbol):
             return self.store.prices(symbol, n).tolist()
 
 
@@ -89,20 +90,21 @@ class AddBatchResource:
         self._max_batch = max_batch
         self._max_body_bytes = max_body_bytes
         self._on_added = on_added
-        # One batch at a time per worker is parsed and added: both hold the GIL, and 16 app
-        # threads taking turns at it cost 1,129 us of CPU per 10,000-value POST against 827
-        # with this gate (one worker, 16 connections; benchmarks/bench_http.py --cases post).
-        # The body is read before the gate: a slow client never holds it.
-        self._ingest_gate = threading.Lock()
+        # One body at a time per worker is parsed: parsing holds the GIL, and 16 app threads
+        # taking turns at it cost 1,129 us of CPU per 10,000-value POST against 827 with a gate
+        # (one worker, 16 connections; benchmarks/bench_http.py --cases post). The body is read
+        # before the gate (a slow client never holds it) and added after it: the engine adds
+        # without the GIL, so the next body is parsed meanwhile.
+        self._parse_gate = threading.Lock()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json_content_type(req)
         body = read_bounded_body(req, self._max_body_bytes)
-        with self._ingest_gate:
-            self._ingest(req, resp, body)
+        with self._parse_gate:
+            symbol, values = parse_batch_body(req, body, self._max_batch)
+        self._add(resp, symbol, values)
 
-    def _ingest(self, req: falcon.Request, resp: falcon.Response, body: bytes) -> None:
-        symbol, values = parse_batch_body(req, body, self._max_batch)
+    def _add(self, resp: falcon.Response, symbol: str, values) -> None:
         try:
             self._store.add(symbol, values)
         except InvalidPriceError as error:
