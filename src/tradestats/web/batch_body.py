@@ -52,7 +52,9 @@ def parse_fast(body: bytes) -> tuple[str, memoryview] | None:
     The buffer is a copy owned by the memoryview: it outlives the parser's next parse. No
     proxy into the document (Object/Array) survives this call, or the next parse would fail.
     """
-    if body.count(b"[") != 1 or _OBJECT_FIRST.match(body) is None:
+    first_bracket = body.find(b"[")   # find (memchr) rather than count: 1 us against 21 us
+    if (first_bracket < 0 or body.find(b"[", first_bracket + 1) >= 0
+            or _OBJECT_FIRST.match(body) is None):
         return None
     try:
         return _read(_parser().parse(body))
