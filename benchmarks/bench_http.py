@@ -250,6 +250,7 @@ class Bench:
         self.mixed: list[tuple[str, Result, Result]] = []  # (what, tradestats, limit)
         self.gets_alone: Optional[Result] = None   # the mixed run's queries with no POST
         self.memory_post: Optional[Result] = None  # the mixed run's POSTs, in memory
+        self.memory_get: Optional[Result] = None   # ... and its GETs
         self.preload_info = ""
         self.background = float("nan")
         self.quiet_deadline = 0.0
@@ -419,7 +420,7 @@ class Bench:
         self.mixed = [("POST /add_batch/ (10 symbols)", ts_post, lim_post),
                       (f"GET /stats/ k=1..{self.args.max_k}", ts_get, lim_get)]
         if in_memory is not None:
-            self.memory_post = results[in_memory.name][0]
+            self.memory_post, self.memory_get = results[in_memory.name]
         print(f"mixed run: 4 connections POST into 10 symbols while {MIXED_GET_CONNECTIONS} "
               "connections GET /stats/:")
         print(f"  GET /stats/ alone: tradestats {describe(self.gets_alone)}")
@@ -430,6 +431,7 @@ class Bench:
             print(f"    ratio {t.rps / lim.rps if lim.rps else float('nan'):.2f}", flush=True)
         if self.memory_post is not None:
             print(f"  POST in memory: {describe(self.memory_post, per_request=False)}")
+            print(f"  GET in memory:  {describe(self.memory_get, per_request=False)}")
         for line in self.mixed_goals():
             print(f"  {line}", flush=True)
 
@@ -532,8 +534,9 @@ class Bench:
                       ""] + [f"- {line}" for line in self.mixed_goals()]
             if self.memory_post is not None:
                 m = self.memory_post
-                lines.append(f"- POST in memory: {m.rps:,.0f} req/s, p50 {m.p50_ms:.3f} ms, "
-                             f"p99 {m.p99_ms:.3f} ms")
+                lines.append(f"- in memory, same mixed load: POST {m.rps:,.0f} req/s, p50 "
+                             f"{m.p50_ms:.3f} ms, p99 {m.p99_ms:.3f} ms; GET "
+                             f"{self.memory_get.rps:,.0f} req/s, p99 {self.memory_get.p99_ms:.3f} ms")
         misses = [c for c in self.cases if c.target != "ok"]
         noisy = [c for c in self.cases if max(c.ts.other_cores, c.limit.other_cores)
                  > NOISY_OTHER_CORES]

@@ -6,8 +6,9 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from tradestats.layout cimport BlockRecord, Snapshot, SymbolFile, SymbolHeader
 
-# Batches of at least this many prices are appended with the GIL released; smaller ones keep it
-# (releasing and taking it back costs more than they take).
+# The heap store appends batches of at least this many prices with the GIL released; smaller
+# ones keep it (releasing and taking it back costs more than they take). A file store always
+# releases it: its stores into the mapping may wait in the file system (filestore.pyx).
 cdef enum:
     NOGIL_PRICES = 256
 

@@ -273,8 +273,8 @@ cdef class SymbolStats:
 
     def add(self, values):
         """Append prices, oldest first. All or nothing: InvalidPriceError names the first bad index.
-        The prices are validated with the GIL held, then appended with it released (batches of
-        NOGIL_PRICES or more), so other threads run meanwhile."""
+        The prices are validated with the GIL held, then appended with it released (in the heap,
+        batches of NOGIL_PRICES or more), so other threads run meanwhile."""
         cdef array prices = as_prices(values)
         self._add_prices(prices.data.as_doubles, len(prices))
 

@@ -23,6 +23,9 @@ cdef class FileSymbolStats(SymbolStats):
     cdef array _copy_prices(self, int64_t count, int64_t wanted)
     cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1
+    cdef int _write_and_publish(self, const double* values, Py_ssize_t n,
+                                uint64_t g) noexcept nogil
+    cdef void _mark_writing(self, uint64_t g) noexcept nogil
     cdef int _append_and_prepare(self, const double* values, Py_ssize_t n,
                                  uint64_t generation) noexcept nogil
     cdef int _prepare_commit(self, uint64_t generation) noexcept nogil

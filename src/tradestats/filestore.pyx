@@ -19,7 +19,7 @@ from posix.stat cimport fstat, struct_stat
 from posix.unistd cimport getpid
 
 from tradestats.engine cimport (
-    NOGIL_PRICES, SymbolStats, check_prices, crash_point, integer_in_range, last_prices,
+    SymbolStats, check_prices, crash_point, integer_in_range, last_prices,
     state_bytes,
 )
 from tradestats.exact cimport add_positions, ts_exact_clear, ts_exact_rest
@@ -333,8 +333,11 @@ cdef class FileSymbolStats(SymbolStats):
     # -- the file: one writer, readers without locks -------------------------------------------
 
     cdef int _write_file_batch(self, const double* values, Py_ssize_t n) except -1:
-        """Under the writers' lock: check, append and commit the batch, the appending and the
-        commit without the GIL (its readers never needed it)."""
+        """Under the writers' lock: check the committed header, reserve disk, then mark, append,
+        commit and publish the batch without the GIL. Every store into the mapping runs without
+        it: once writeback has cleaned a page, the next store into it faults into the file
+        system (on ext4 a journal handle, for the file's mtime), which may wait milliseconds
+        for a journal commit; other threads (a worker's GETs) must not wait with it."""
         cdef SymbolFile* f = self.file
         cdef uint64_t g
         cdef int fault, result
@@ -351,33 +354,51 @@ cdef class FileSymbolStats(SymbolStats):
                 raise StoreCorruptionError(
                     self.path, "corrupt: the checksum of its committed header does not match")
             self._reserve_disk(n)   # may refuse the batch: nothing is written yet
-            self.h = &f.state[(g + 1) & 1]
-            memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
-            f.writing = g + 1
-            ts_fence_full()         # `writing` is set before any slot can change
-            if self._sync:
+            if not self._sync:
+                with nogil:
+                    fault = self._write_and_publish(values, n, g)
+                if fault != BLOCK_INTACT:
+                    self._recover_if_torn()
+                    self.raise_fault()
+                return 0
+            with nogil:
+                self._mark_writing(g)
                 # ...and on disk first, or a power cut could keep torn deques unmarked.
-                with nogil:
-                    result = msync(f, f.header_bytes, MS_SYNC)
-                self._synced_or_rolled_back(result, g, False)
-            if n >= NOGIL_PRICES:
-                with nogil:
-                    fault = self._append_and_prepare(values, n, g + 1)
-            else:
+                result = msync(f, f.header_bytes, MS_SYNC)
+            self._synced_or_rolled_back(result, g, False)
+            with nogil:
                 fault = self._append_and_prepare(values, n, g + 1)
             if fault != BLOCK_INTACT:
                 self._recover_if_torn()
                 self.raise_fault()
-            if self._sync:          # the batch is on disk before anyone can see it...
-                with nogil:
-                    result = fdatasync(self.fd)
-                self._synced_or_rolled_back(result, g, False)
-            ts_store_release(&f.generation, g + 1)
-            if self._sync:          # ...and so is its publication before the 200
-                with nogil:
-                    result = msync(f, f.header_bytes, MS_SYNC)
-                self._synced_or_rolled_back(result, g, True)
+            with nogil:             # the batch is on disk before anyone can see it...
+                result = fdatasync(self.fd)
+            self._synced_or_rolled_back(result, g, False)
+            with nogil:
+                ts_store_release(&f.generation, g + 1)
+                result = msync(f, f.header_bytes, MS_SYNC)   # ...and its publication before the 200
+            self._synced_or_rolled_back(result, g, True)
         return 0
+
+    cdef int _write_and_publish(self, const double* values, Py_ssize_t n,
+                                uint64_t g) noexcept nogil:
+        """(Without sync) The whole batch from the mark to the publication; a fault stops it
+        unpublished, for the caller to roll back."""
+        cdef int fault
+        self._mark_writing(g)
+        fault = self._append_and_prepare(values, n, g + 1)
+        if fault == BLOCK_INTACT:
+            ts_store_release(&self.file.generation, g + 1)
+        return fault
+
+    cdef void _mark_writing(self, uint64_t g) noexcept nogil:
+        """The batch of generation g + 1 starts in the other header slot, a copy of the
+        committed one, and `writing` says so (a roll-back's cue) before any slot can change."""
+        cdef SymbolFile* f = self.file
+        self.h = &f.state[(g + 1) & 1]
+        memcpy(self.h, &f.state[g & 1], sizeof(SymbolHeader))
+        f.writing = g + 1
+        ts_fence_full()
 
     cdef int _append_and_prepare(self, const double* values, Py_ssize_t n,
                                  uint64_t generation) noexcept nogil:
@@ -474,7 +495,8 @@ cdef class FileSymbolStats(SymbolStats):
         for offset in (f.lows_offset, f.highs_offset):
             reserve(self.fd, offset + before * <int64_t>sizeof(uint32_t),
                     (min(target, f.capacity) - before) * <int64_t>sizeof(uint32_t), self.path)
-        f.reserved = target
+        with nogil:   # a store into the header page (see _write_file_batch)
+            f.reserved = target
         return 0
 
     # -- loading: a new file from another file's prices (migration) -----------------------------
