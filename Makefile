@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
+HOST   ?= 127.0.0.1
 PYTEST_ARGS ?=
 
 .PHONY: setup serve test bench clean
@@ -23,7 +24,7 @@ $(STAMP): setup.py pyproject.toml $(wildcard src/tradestats/*.pyx src/tradestats
 	touch $(STAMP)
 
 serve: setup
-	$(BIN)/tradestats-serve --port $(PORT)
+	$(BIN)/tradestats-serve --host $(HOST) --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)

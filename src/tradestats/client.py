@@ -43,12 +43,16 @@ class TransportError(ConnectionError):
 
 
 class Client:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 10.0,
+                 api_key: str | None = None) -> None:
+        """``api_key``: the server's key (tradestats-serve --api-key), sent with every request;
+        a request the server refuses for want of it raises PermissionError."""
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"base_url must be http://host[:port], not {base_url!r}")
         self._host, self._port = parts.hostname, parts.port or 80
         self._timeout = timeout
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._connection: http.client.HTTPConnection | None = None
 
     # -- the Store's API -----------------------------------------------------------------------
@@ -90,6 +94,7 @@ class Client:
     def _call(self, method: str, path: str, body: bytes | None = None):
         connection = self._open_connection()
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers.update(self._auth)
         try:
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
@@ -135,6 +140,8 @@ class Client:
         detail = document.get("detail", "") if isinstance(document, dict) else ""
         if status == 507:
             return DiskFullError(detail)
+        if status == 401:
+            return PermissionError(detail)
         if status == 503 and detail == messages.OUT_OF_MEMORY:
             return MemoryError(detail)
         if status == 503 and detail == messages.SYNC_FAILED:

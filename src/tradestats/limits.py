@@ -21,6 +21,8 @@ SHUTDOWN_GRACE_SECONDS = 5
 
 #: tradestats-serve keeps its prices here unless told otherwise (--data-dir).
 DEFAULT_DATA_DIR = "tradestats-data"
+#: Loopback only unless told otherwise (--host 0.0.0.0), as gunicorn and uvicorn do.
+DEFAULT_HOST = "127.0.0.1"
 MAX_WORKERS = 256
 
 #: GET /prices/ returns at most this many prices.

@@ -62,6 +62,12 @@ HTTP_ERROR_FALLBACK = "{title}"
 
 # --- GET /health ----------------------------------------------------------------------------------
 HEALTH_OK = "ok"
+API_KEY_MISSING = "This server needs an API key: send Authorization: Bearer <key>"
+API_KEY_WRONG = "Wrong API key"
+API_KEY_FILE_EMPTY = "--api-key-file {path}: the file is empty"
+API_KEY_EMPTY = "--api-key (TRADESTATS_API_KEY) is empty: an empty key would protect nothing"
+API_KEY_TWICE = "--api-key (TRADESTATS_API_KEY) and --api-key-file (TRADESTATS_API_KEY_FILE) exclude each other"
+PROTECT_READS_NEEDS_KEY = "--protect-reads needs an API key (--api-key or --api-key-file)"
 
 # --- tradestats-serve (command line and logs) -----------------------------------------------------
 ACCESS_LINE = "{method} {path} {status} {ms} ms"
@@ -79,8 +85,11 @@ STARTUP = (
     "tradestats {version}: {server}, {workers} workers, listening on {bind}; "
     "max_k={max_k} max_symbols={max_symbols} max_batch={max_batch} "
     "max_body_bytes={max_body_bytes}; worst-case disk {worst_case} (sparse files: disk and "
-    "memory follow the data)"
+    "memory follow the data); {access}"
 )
+ACCESS_OPEN = "no API key: open to anyone who reaches {host}"
+ACCESS_WRITES = "writes need the API key, reads are open"
+ACCESS_ALL = "reads and writes need the API key (/health excepted)"
 STORE_OPENED = (
     "data directory {data_dir} ({kind}, {durability}): {symbols} symbols, {prices} prices; "
     "{torn} torn batches rolled back; {damaged} damaged symbols refused (named above); "
@@ -99,6 +108,10 @@ DURABILITY_SYNC = "synced: a batch survives power loss"
 STRAY_FILE = ("{path}: not a symbol file name this store writes (ignored, left as it is; "
               "remove it or rename it to its symbol's encoding)")
 STORE_REFUSED = "tradestats-serve: cannot use the data directory: {error}"
+PORT_UNAVAILABLE = ("tradestats-serve: cannot listen on {bind}: {reason}; choose another with "
+                    "--port or TRADESTATS_PORT (or --host / TRADESTATS_HOST)")
+EPHEMERAL_AND_DATA_DIR = ("--ephemeral (TRADESTATS_EPHEMERAL) and --data-dir (TRADESTATS_DATA_DIR) "
+                          "exclude each other")
 SYNC_FAILED = (
     "The disk did not confirm the batch (sync mode); nothing of it was stored, retry later"
 )

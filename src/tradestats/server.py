@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import logging.config
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from tradestats import Store, StoreFormatError, __version__, limits, logs, messages
 from tradestats.engine import symbol_file_size
+from tradestats.environment import HelpFormatter, apply_environment
 
 log = logging.getLogger("tradestats.server")
 
@@ -56,6 +59,8 @@ class ServeSettings:
     shared_group: bool = False
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    protect_reads: bool = False
 
     def open_store(self) -> Store:
         return Store(max_symbols=self.max_symbols, max_k=self.max_k, path=self.data_dir,
@@ -80,7 +85,8 @@ class ServeSettings:
         from tradestats.web import create_app
 
         return create_app(self.open_store(), max_batch=self.max_batch,
-                          max_body_bytes=self.max_body_bytes, access_log=self.access_log)
+                          max_body_bytes=self.max_body_bytes, access_log=self.access_log,
+                          api_key=self.api_key, protect_reads=self.protect_reads)
 
 
 def worst_case_disk_bytes(max_k: int, max_symbols: int, max_batch: int) -> int:
@@ -109,6 +115,8 @@ def startup_message(settings: ServeSettings, server_name: str) -> str:
         max_body_bytes=settings.max_body_bytes,
         worst_case=format_bytes(
             worst_case_disk_bytes(settings.max_k, settings.max_symbols, settings.max_batch)),
+        access=(messages.ACCESS_ALL if settings.protect_reads else messages.ACCESS_WRITES)
+        if settings.api_key else messages.ACCESS_OPEN.format(host=settings.host),
     )
 
 
@@ -185,10 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradestats-serve",
         description="Serve the tradestats HTTP API: worker processes sharing one data directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
+        epilog="Every option can also be set by its environment variable (shown with it); "
+        "an option given here wins.",
     )
     parser.add_argument("--version", action="version", version=f"tradestats {__version__}")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--host", default=limits.DEFAULT_HOST,
+                        help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=integer_in_range(1, 65535), default=8000,
                         help="TCP port (1..65535)")
     parser.add_argument(
@@ -233,11 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-class", choices=GUNICORN_WORKER_CLASSES, default=None,
         help="with --server gunicorn only: meinheld (when installed, else gthread) or gthread",
     )
-    parser.add_argument(
+    workers = parser.add_argument(
         "--workers", type=integer_in_range(1, limits.MAX_WORKERS), default=os.cpu_count() or 1,
-        help=f"worker processes, all serving the same data (1..{limits.MAX_WORKERS}; "
-        "default: the number of CPUs)",
+        help=f"worker processes, all serving the same data (1..{limits.MAX_WORKERS})",
     )
+    workers.default_text = "the number of CPUs"
     parser.add_argument(
         "--http", choices=HTTP_VERSIONS, default="1",
         help="1: HTTP/1.1 only; auto: also HTTP/2 (h2c with prior knowledge, h2 by ALPN over "
@@ -264,6 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the files the server creates readable and writable by its group too (0660, "
         "directories 0770); by default they are its user's alone (0600, 0700)",
     )
+    api_key = parser.add_argument(
+        "--api-key", default=None, metavar="KEY",
+        help="every write needs Authorization: Bearer KEY (401 otherwise); reads stay open unless "
+        "--protect-reads. Prefer TRADESTATS_API_KEY or --api-key-file: a command line is "
+        "visible to every user of the machine",
+    )
+    api_key.secret = True
+    parser.add_argument(
+        "--api-key-file", type=readable_file, default=None, metavar="PATH",
+        help="read the API key from this file (its first line)",
+    )
+    parser.add_argument(
+        "--protect-reads", action="store_true",
+        help="with an API key, reads need it too (all but /health, /openapi.json, /docs and "
+        "the pages' files)",
+    )
     parser.add_argument(
         "--sync", action="store_true",
         help="sync each batch to disk before acknowledging it (survives power loss; slower). "
@@ -272,23 +299,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_settings(argv: Sequence[str] | None = None) -> ServeSettings:
+def parse_settings(argv: Sequence[str] | None = None,
+                   environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """Settings from the command line, each flag defaulting to its TRADESTATS_<FLAG> variable."""
     parser = build_parser()
+    apply_environment(parser, os.environ if environ is None else environ)
     args = parser.parse_args(argv)
+    if args.ephemeral and args.data_dir != Path(limits.DEFAULT_DATA_DIR):
+        parser.error(messages.EPHEMERAL_AND_DATA_DIR)
     if args.worker_class and args.server != "gunicorn":
         parser.error(messages.WORKER_CLASS_NEEDS_GUNICORN)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         parser.error(messages.SSL_NEEDS_BOTH)
     if (args.ssl_certfile or args.http != "1") and args.server != "granian":
         parser.error(messages.SSL_NEEDS_GRANIAN)
+    api_key = read_api_key(parser, args)
     data_dir = args.data_dir
     if args.ephemeral:
         shm = Path("/dev/shm")
         data_dir = Path(tempfile.mkdtemp(prefix="tradestats-", dir=shm if shm.is_dir() else None))
     # Every other setting is the command-line option of the same name.
     from_options = {field.name: getattr(args, field.name)
-                    for field in dataclasses.fields(ServeSettings) if field.name != "data_dir"}
-    return ServeSettings(**from_options, data_dir=data_dir)
+                    for field in dataclasses.fields(ServeSettings)
+                    if field.name not in ("data_dir", "api_key")}
+    return ServeSettings(**from_options, data_dir=data_dir, api_key=api_key)
+
+
+def read_api_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The key from --api-key or the first line of --api-key-file (one of them), or None."""
+    if args.api_key is not None and args.api_key_file is not None:
+        parser.error(messages.API_KEY_TWICE)
+    key = args.api_key
+    if args.api_key_file is not None:
+        lines = args.api_key_file.read_text(encoding="utf-8").splitlines()
+        key = lines[0].strip() if lines else ""
+        if not key:
+            parser.error(messages.API_KEY_FILE_EMPTY.format(path=args.api_key_file))
+    if key is not None:
+        key = key.strip()   # a header's token is read stripped: so is the key
+        if not key:
+            parser.error(messages.API_KEY_EMPTY)
+    if args.protect_reads and not key:
+        parser.error(messages.PROTECT_READS_NEEDS_KEY)
+    return key
 
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -325,8 +378,33 @@ def run_server(settings: ServeSettings, announce: Callable[[str], list[str]],
     chosen.serve(settings, announce, load_app)
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now (in use, not allowed...), or None. Asked
+    before anything starts, so that a busy port is one line and status 2, not a server that
+    retries and fails."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return str(error)
+    family, kind, protocol, _, address = addresses[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return ("already in use (another server?)" if error.errno == errno.EADDRINUSE
+                    else error.strerror or str(error))
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
+    problem = port_problem(settings.host, settings.port)
+    if problem is not None:
+        print(messages.PORT_UNAVAILABLE.format(bind=settings.bind, reason=problem),
+              file=sys.stderr)
+        sys.exit(2)
     metrics_dir, own_metrics_dir = metrics_directory()
     master_pid = os.getpid()
     # The master's own lines (a migration's progress, damaged symbols) in the server's format.

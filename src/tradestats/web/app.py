@@ -10,6 +10,7 @@ import orjson
 from falcon import media
 
 from tradestats import Store, limits
+from tradestats.web.access import ApiKeyCheck
 from tradestats.web.access_log import AccessLog
 from tradestats.web.docs import SWAGGER_UI_FILES, DocsResource, OpenApiResource
 from tradestats.web.errors import out_of_resources, serialize_error
@@ -41,11 +42,14 @@ def create_app(
     max_batch: int = limits.DEFAULT_MAX_BATCH,
     max_body_bytes: int = limits.DEFAULT_MAX_BODY_BYTES,
     access_log: bool = False,
+    api_key: str | None = None,
+    protect_reads: bool = False,
 ) -> falcon.App:
     """The WSGI application over ``store``.
 
     ``max_k`` and ``max_symbols`` build a new Store when none is given; a given store keeps its own
-    limits, and its ``max_k`` bounds the ``k`` parameter either way.
+    limits, and its ``max_k`` bounds the ``k`` parameter either way. With ``api_key`` every write
+    (and with ``protect_reads`` every read but /health) needs ``Authorization: Bearer <key>``.
     """
     if store is None:
         store = Store(max_symbols=max_symbols, max_k=max_k)
@@ -53,6 +57,8 @@ def create_app(
     metrics = Metrics(store)
 
     middleware = [MetricsMiddleware(metrics), ProtocolCheck()]
+    if api_key:
+        middleware.append(ApiKeyCheck(api_key, protect_reads))
     if access_log:
         middleware.append(AccessLog())
     app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=middleware)
@@ -80,7 +86,8 @@ def create_app(
     route(("/health",), HealthResource())
     route(("/metrics",), MetricsResource(metrics))
     document = openapi_document(max_k=store.max_k, max_batch=max_batch,
-                                max_body_bytes=max_body_bytes)
+                                max_body_bytes=max_body_bytes, api_key=bool(api_key),
+                                protect_reads=protect_reads)
     route(("/openapi.json",), OpenApiResource(document))
     route(("/docs",), DocsResource())
     app.add_static_route("/docs/assets", str(SWAGGER_UI_FILES))

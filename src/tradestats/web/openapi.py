@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tradestats import __version__, limits, messages
+from tradestats.web.access import ALWAYS_OPEN_PATHS
 
 JSON = "application/json"
 
@@ -157,8 +158,9 @@ def _components(max_batch: int) -> dict[str, Any]:
     }}
 
 
-def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
-    return {
+def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int,
+                     api_key: bool = False, protect_reads: bool = False) -> dict[str, Any]:
+    document = {
         "openapi": "3.1.0",
         "info": {"title": "tradestats", "version": __version__,
                  "description": "Rolling-window statistics over trading prices, in constant "
@@ -187,3 +189,21 @@ def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int) -> dict
         }.items()},
         "components": _components(max_batch),
     }
+    if api_key:
+        _require_key(document, protect_reads)
+    return document
+
+
+def _require_key(document: dict[str, Any], protect_reads: bool) -> None:
+    """The server has an API key: its bearer scheme, and on each protected operation the
+    requirement and its 401."""
+    document["components"]["securitySchemes"] = {
+        "apiKey": {"type": "http", "scheme": "bearer",
+                   "description": "The server's API key (--api-key): Authorization: Bearer <key>"}}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if path in ALWAYS_OPEN_PATHS or (method in ("get", "head") and not protect_reads):
+                continue
+            operation["security"] = [{"apiKey": []}]
+            operation["responses"]["401"] = _error(
+                "No API key, or a wrong one (WWW-Authenticate: Bearer). Nothing stored.")
