@@ -1,5 +1,5 @@
 """tradestats-admin verify (issue #16: "verified ... by a verify command"): every symbol file of
-a data directory checked, each damaged one named, the exit status saying which."""
+a data directory checked, each damaged one named, the exit status saying which; and list."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from tradestats import Store
+from tradestats.server import format_bytes
 from tradestats.symbolfile import layout_of
 
 MAX_K, MAX_BATCH = 4, 1000
@@ -53,3 +54,34 @@ def test_each_damaged_symbol_is_named_and_the_status_is_1(tmp_path):
 def test_a_directory_that_is_no_store_is_status_2(tmp_path):
     done = admin("verify", tmp_path / "nothing")
     assert done.returncode == 2 and "not a tradestats data directory" in done.stderr
+
+
+def test_list_names_every_symbol_with_its_prices_and_real_disk(tmp_path):
+    store = filled_store(tmp_path)
+    store.add("EMPTYISH", [5.5])
+    done = admin("list", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:-1]}
+    assert set(rows) == {"'A'", "'B'", "'EUR/USD'", "'EMPTYISH'"}
+    assert rows["'A'"][1] == "12,000" and rows["'EMPTYISH'"][1:3] == ["1", "5.5"]
+    last_a = store["A"].last
+    assert rows["'A'"][2] == repr(last_a)
+    assert done.stdout.splitlines()[-1].startswith("4 symbols, 36,001 prices, ")
+    # A large window's file is sparse: the disk column is what it really takes.
+    big = Store(max_k=7, path=tmp_path / "big")
+    big.add("X", [1.0] * 10)
+    status = os.stat(big["X"].path)
+    assert 0 < status.st_blocks * 512 < status.st_size / 100
+    row = " ".join(admin("list", tmp_path / "big").stdout.splitlines()[1].split())
+    assert row == (f"'X' 10 1.0 {format_bytes(status.st_blocks * 512)} "
+                   f"{format_bytes(status.st_size)}")
+
+
+def test_list_names_a_damaged_symbol_and_says_so(tmp_path):
+    filled_store(tmp_path)
+    os.truncate(tmp_path / "symbols" / "B.sym", 4096)
+    done = admin("list", tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert any(line.startswith("'B'") and "DAMAGED" in line for line in done.stdout.splitlines())
+    assert done.stdout.splitlines()[-1].endswith("; 1 damaged")
+    assert admin("list", tmp_path / "nothing").returncode == 2
