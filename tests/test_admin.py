@@ -6,6 +6,9 @@ import os
 import struct
 import subprocess
 import sys
+import time
+
+from conftest import ServerProcess, stop_cleanly
 
 from tradestats import Store
 from tradestats.server import format_bytes
@@ -85,3 +88,59 @@ def test_list_names_a_damaged_symbol_and_says_so(tmp_path):
     assert any(line.startswith("'B'") and "DAMAGED" in line for line in done.stdout.splitlines())
     assert done.stdout.splitlines()[-1].endswith("; 1 damaged")
     assert admin("list", tmp_path / "nothing").returncode == 2
+
+
+WRITER = """
+import sys, time
+from tradestats import Store
+store = Store(max_k=5, path=sys.argv[1], max_batch=1000)
+position = {"A": 0, "B": 0}
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    for symbol in ("A", "B"):
+        start = position[symbol]
+        store.add(symbol, [float(i % 9973) for i in range(start, start + 1000)])
+        position[symbol] = start + 1000
+print(position["A"], position["B"])
+"""
+
+
+def test_backup_while_a_process_ingests_then_a_server_on_the_copy(tmp_path):
+    source, copy = tmp_path / "live", tmp_path / "copy"
+    Store(max_k=5, path=source, max_batch=1000).add("A", [float(i) for i in range(1000)])
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(source), "4"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)   # mid-ingest
+        done = admin("backup", source, copy)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        final = writer.communicate(timeout=60)[0].split()
+    assert writer.returncode == 0 and int(final[0]) > 0
+    backed_up = Store(max_k=5, path=copy)
+    assert sorted(backed_up) == ["A", "B"]
+    for symbol in ("A", "B"):
+        stats = backed_up[symbol]
+        stats.verify()   # checksums and every window recomputed: a committed state
+        count = len(stats)
+        assert count > 0 and count % 1000 == 0   # whole batches only
+        written = int(final[0 if symbol == "A" else 1]) + (1000 if symbol == "A" else 0)
+        assert count < written   # the copy was taken mid-ingest
+        first = count - min(count, 10**5)
+        # A's first batch (0..999) came before the writer, whose A then starts again at 0.
+        shift = 1000 if symbol == "A" else 0
+        expected = [float(i) if i < shift else float((i - shift) % 9973)
+                    for i in range(first, count)]
+        assert stats.prices(count).tolist() == expected
+        original = os.stat(Store(max_k=5, path=source)[symbol].path)
+        assert os.stat(stats.path).st_blocks <= original.st_blocks + 8   # sparse, like it
+    assert admin("backup", source, copy).returncode == 2   # never over an existing directory
+    del backed_up
+    server = ServerProcess(None, ("--max-k", "5", "--max-batch", "1000", "--workers", "1",
+                                  "--data-dir", str(copy)),
+                           tmp_path / "serve.log")
+    try:
+        reply = server.request("GET", "/stats/?symbol=B&k=3")
+        assert reply.status == 200 and reply.json()["symbol"] == "B"
+    finally:
+        stop_cleanly(server)

@@ -2,10 +2,18 @@
 
     tradestats-admin list DIR       every symbol: prices held, the last one, disk used, file size
     tradestats-admin verify DIR     check every symbol file; exit 1 naming each damaged one
+    tradestats-admin backup DIR DEST  a consistent copy, while a server writes, sparse-aware
 
 ``list`` reads what each symbol last published (no price is read, so it takes milliseconds and
 may run while a server writes). Its disk column is what the file really takes (its files are
 sparse: a symbol file spans its full window's size but holds blocks only for its data).
+
+``backup`` copies the metadata, then each symbol's file while holding that symbol's writers'
+lock (its writers wait for its copy; readers never do), so every file in DEST is a committed
+state of its symbol: whole batches only. Only the file's data is copied (SEEK_DATA/SEEK_HOLE),
+so the copy takes on disk what the original does. DEST must not exist yet; each file and
+folder is synced before the command says done. A server or Store opened on DEST finds a
+store like any other.
 
 ``verify`` opens the store as any process would (every file's identity, header and snapshot
 checksums) and runs ``SymbolStats.verify()`` on every symbol: the checksums of its prices, and
@@ -17,13 +25,18 @@ cannot be used as a store.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from tradestats import Store, StoreFormatError
-from tradestats.storage import META_NAME, VERSION, read_meta
+from tradestats.filestore import WritersLock
+from tradestats.storage import META_NAME, SYMBOLS_DIR, TMP_DIR, VERSION, read_meta
+
+COPY_CHUNK = 1 << 20
 
 
 def stored_max_k(root: Path) -> int:
@@ -60,6 +73,61 @@ def list_symbols(root: Path) -> int:
     return 1 if damaged else 0
 
 
+def backup(root: Path, dest: Path) -> int:
+    if dest.exists():
+        raise StoreFormatError(dest, "already exists: a backup goes to a new directory")
+    store = Store(max_k=stored_max_k(root), path=root)
+    for folder in (dest, dest / SYMBOLS_DIR, dest / TMP_DIR):
+        folder.mkdir(mode=0o700, parents=folder == dest)
+    shutil.copy2(root / META_NAME, dest / META_NAME)
+    copied = 0
+    for symbol in store:
+        stats = store[symbol]
+        target = dest / Path(stats.path).relative_to(root)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with WritersLock(stats):   # no batch of this symbol is written meanwhile
+            copied += copy_sparse(Path(stats.path), target)
+        print(f"copied  {symbol!r}: {len(stats):,} prices")
+    for folder in sorted({path.parent for path in dest.rglob("*")} | {dest}, reverse=True):
+        sync_directory(folder)
+    print(f"{len(store)} symbols backed up to {dest} ({copied:,} bytes of data)")
+    return 0
+
+
+def copy_sparse(source: Path, target: Path) -> int:
+    """Copy source's data segments to the same offsets of a new target of the same size (the
+    holes stay holes), synced; the bytes copied."""
+    copied = 0
+    with open(source, "rb") as reader, open(target, "xb") as writer:
+        os.fchmod(writer.fileno(), os.stat(source).st_mode & 0o777)
+        size = os.fstat(reader.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(reader.fileno(), offset, os.SEEK_DATA)
+            except OSError as error:
+                if error.errno == errno.ENXIO:   # only a hole from here on
+                    break
+                raise
+            end = os.lseek(reader.fileno(), start, os.SEEK_HOLE)
+            for at in range(start, end, COPY_CHUNK):
+                data = os.pread(reader.fileno(), min(COPY_CHUNK, end - at), at)
+                os.pwrite(writer.fileno(), data, at)
+                copied += len(data)
+            offset = end
+        os.ftruncate(writer.fileno(), size)
+        os.fsync(writer.fileno())
+    return copied
+
+
+def sync_directory(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def verify(root: Path) -> int:
     store = Store(max_k=stored_max_k(root), path=root)
     damaged = 0
@@ -84,9 +152,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     listing.add_argument("data_dir", type=Path)
     check = commands.add_parser("verify", help="check every symbol file of a data directory")
     check.add_argument("data_dir", type=Path)
+    copy = commands.add_parser("backup", help="a consistent, sparse copy, also while a server "
+                               "writes")
+    copy.add_argument("data_dir", type=Path)
+    copy.add_argument("dest", type=Path, help="a new directory")
     args = parser.parse_args(argv)
     try:
-        sys.exit(list_symbols(args.data_dir) if args.command == "list" else verify(args.data_dir))
+        if args.command == "list":
+            sys.exit(list_symbols(args.data_dir))
+        if args.command == "backup":
+            sys.exit(backup(args.data_dir, args.dest))
+        sys.exit(verify(args.data_dir))
     except StoreFormatError as error:
         print(f"tradestats-admin: cannot use {args.data_dir}: {error}", file=sys.stderr)
         sys.exit(2)
