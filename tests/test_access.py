@@ -100,7 +100,8 @@ def test_the_key_comes_from_one_place(tmp_path, capsys):
     assert parse_settings([], environ={"TRADESTATS_API_KEY": KEY}).api_key == KEY
     assert KEY not in repr(parse_settings(["--api-key", KEY], environ={}))
     for argv in (["--api-key", KEY, "--api-key-file", str(key_file)], ["--protect-reads"],
-                 ["--api-key", " "]):
+                 ["--api-key", " "], ["--api-key", "clé"], ["--api-key", "two words"],
+                 ["--api-key", "tab\there"]):
         with pytest.raises(SystemExit):
             parse_settings(argv, environ={})
     empty = tmp_path / "empty"

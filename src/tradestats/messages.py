@@ -65,6 +65,8 @@ HEALTH_OK = "ok"
 API_KEY_MISSING = "This server needs an API key: send Authorization: Bearer <key>"
 API_KEY_WRONG = "Wrong API key"
 API_KEY_FILE_EMPTY = "--api-key-file {path}: the file is empty"
+API_KEY_CHARACTERS = ("the API key must be printable ASCII without spaces (it travels in an "
+                      "HTTP header)")
 API_KEY_EMPTY = "--api-key (TRADESTATS_API_KEY) is empty: an empty key would protect nothing"
 API_KEY_TWICE = "--api-key (TRADESTATS_API_KEY) and --api-key-file (TRADESTATS_API_KEY_FILE) exclude each other"
 PROTECT_READS_NEEDS_KEY = "--protect-reads needs an API key (--api-key or --api-key-file)"

@@ -339,6 +339,8 @@ def read_api_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
         key = key.strip()   # a header's token is read stripped: so is the key
         if not key:
             parser.error(messages.API_KEY_EMPTY)
+        if not (key.isascii() and key.isprintable()) or " " in key:
+            parser.error(messages.API_KEY_CHARACTERS)
     if args.protect_reads and not key:
         parser.error(messages.PROTECT_READS_NEEDS_KEY)
     return key
