@@ -3,6 +3,8 @@ file Store and tradestats.client.Client against a real server. They cannot drift
 from __future__ import annotations
 
 import math
+import socket
+import threading
 from array import array
 
 import numpy as np
@@ -137,3 +139,49 @@ def test_the_client_keeps_one_connection_and_replaces_a_closed_one(tmp_path):
 def test_server_errors_map_to_the_engines_exceptions(status, detail, expected):
     error = Client._error(status, {"detail": detail})
     assert type(error) is expected and detail in str(error)
+
+
+def test_membership_length_iteration_and_one_symbol(make):
+    store = make(max_symbols=5, max_k=1)
+    assert len(store) == 0 and "A" not in store and list(store) == []
+    store.add("A", [float(n) for n in range(12)])
+    store.add("EUR/USD", [2.5])
+    assert "A" in store and "EUR/USD" in store and "B" not in store
+    assert len(store) == 2 and sorted(store) == ["A", "EUR/USD"]
+    one = store["A"]
+    assert len(one) == 12 and one.last == 11.0 and one.count_and_last() == (12, 11.0)
+    assert one.stats(1) == store.stats("A", 1)
+    assert one.prices(3).tolist() == [9.0, 10.0, 11.0]
+    one.add([12.0])
+    assert len(store["A"]) == 13 and store.prices("A", 1).tolist() == [12.0]
+    with pytest.raises(KeyError):
+        store["B"]
+
+
+def test_the_client_sends_every_request_under_its_base_path():
+    """A server behind a proxy under a path prefix: every request carries the prefix."""
+    seen = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer_twice():
+            for _ in range(2):
+                connection, _ = listener.accept()
+                with connection:
+                    seen.append(connection.recv(65536).split(b"\r\n", 1)[0])
+                    body = b'{"status": "ok"}' if b"/health" in seen[-1] else b'{"symbols": []}'
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                       b"Connection: close\r\nContent-Length: "
+                                       + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+        thread = threading.Thread(target=answer_twice, daemon=True)
+        thread.start()
+        with Client(f"http://127.0.0.1:{port}/trading/stats/") as client:
+            assert client.health()
+            assert len(client) == 0
+        thread.join(timeout=10)
+    assert seen == [b"GET /trading/stats/health HTTP/1.1", b"GET /trading/stats/symbols HTTP/1.1"]
+    with pytest.raises(ValueError):
+        Client("ftp://127.0.0.1:21")

@@ -14,6 +14,8 @@ import pytest
 from conftest import ServerProcess, stop_cleanly
 from test_http import fresh_symbol
 
+from tradestats.client import Client, TransportError
+
 BATCH_ARGS = ("--max-k", "1", "--max-symbols", "100", "--workers", "1")
 
 
@@ -130,5 +132,23 @@ def test_the_default_speaks_http1_only(tmp_path):
         assert curl("--http2", url) == ('{"status":"ok"}', "1.1")  # an upgrade is not taken
         body, version = curl("--http2-prior-knowledge", url)
         assert version != "2"
+    finally:
+        stop_cleanly(server)
+
+
+def test_the_client_over_https(certificate, tmp_path):
+    cert, key = certificate
+    server = HttpsServer(cert, "granian", (*BATCH_ARGS, "--ssl-certfile", str(cert),
+                                           "--ssl-keyfile", str(key)), tmp_path / "serve.log")
+    try:
+        url = f"https://127.0.0.1:{server.port}"
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with Client(url, ssl_context=trusted) as client:
+            symbol = fresh_symbol("TLSCLIENT")
+            client.add(symbol, [float(x) for x in range(150, 160)])
+            stats = client.stats(symbol, 1)
+            assert (stats.avg, stats.var) == (154.5, 8.25) and symbol in client
+        with Client(url) as untrusting, pytest.raises(TransportError):
+            untrusting.health()   # a self-signed certificate is not trusted by default
     finally:
         stop_cleanly(server)

@@ -1,7 +1,8 @@
 """A Python client for tradestats-serve that mirrors the engine's Store.
 
 Code written against an embedded ``Store`` runs against a server unchanged: the same methods
-(``add``, ``stats``, ``symbols``, ``prices``), the same results (``Stats``, ``array('d')``) and
+(``add``, ``stats``, ``symbols``, ``prices``, ``in``, ``len``, iteration, ``client[symbol]``
+with ``stats``, ``prices``, ``last`` and ``len``), the same results (``Stats``, ``array('d')``) and
 the same exceptions for the same conditions (``InvalidPriceError`` with its index,
 ``TooManySymbolsError``, ``NotEnoughDataError``, ``KeyError`` for an unknown symbol,
 ``DiskFullError``, ``StorageSyncError``, ``MemoryError`` when the server is out of memory,
@@ -18,7 +19,9 @@ import http.client
 import re
 import select
 import socket
+import ssl
 from array import array
+from typing import Iterator, Sequence, Union
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -34,6 +37,9 @@ from tradestats.engine import (
     as_prices,
 )
 
+#: What add takes: a sequence of numbers, or a 1-D float64 buffer (array('d'), numpy, memoryview).
+Prices = Union[Sequence[float], memoryview, array]
+
 _SYMBOL_LIMIT = re.compile(r"at most (\d+) symbols")
 _SYMBOL_NOT_FOUND = re.compile(r"^Symbol (.*) not found$", re.DOTALL)
 
@@ -44,20 +50,28 @@ class TransportError(ConnectionError):
 
 class Client:
     def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 10.0,
-                 api_key: str | None = None) -> None:
-        """``api_key``: the server's key (tradestats-serve --api-key), sent with every request;
-        a request the server refuses for want of it raises PermissionError."""
+                 api_key: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        """``base_url``: http:// or https://, with a path prefix when the server sits under one
+        behind a proxy (``https://example.com/tradestats``). ``api_key``: the server's key
+        (tradestats-serve --api-key), sent with every request; a request the server refuses for
+        want of it raises PermissionError. ``ssl_context``: for https, instead of the system's
+        trusted certificates."""
         parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"base_url must be http://host[:port], not {base_url!r}")
-        self._host, self._port = parts.hostname, parts.port or 80
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+                or parts.fragment:
+            raise ValueError(f"base_url must be http[s]://host[:port][/path], not {base_url!r}")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._ssl_context = ssl_context
         self._timeout = timeout
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._connection: http.client.HTTPConnection | None = None
 
     # -- the Store's API -----------------------------------------------------------------------
 
-    def add(self, symbol: str, values) -> None:
+    def add(self, symbol: str, values: Prices) -> None:
         """Append prices, oldest first; all or nothing."""
         prices = as_prices(values)   # InvalidPriceError / TypeError here, as in the engine
         body = orjson.dumps({"symbol": symbol, "values": prices.tolist()})
@@ -78,6 +92,21 @@ class Client:
     def health(self) -> bool:
         return self._call("GET", "/health") == {"status": messages.HEALTH_OK}
 
+    def __contains__(self, symbol: object) -> bool:
+        return any(row["symbol"] == symbol for row in self.symbols())
+
+    def __len__(self) -> int:
+        return len(self.symbols())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([row["symbol"] for row in self.symbols()])
+
+    def __getitem__(self, symbol: str) -> "RemoteSymbol":
+        """One symbol, as ``Store[symbol]`` gives it; KeyError if the server has no such symbol."""
+        if symbol not in self:
+            raise KeyError(symbol)
+        return RemoteSymbol(self, symbol)
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
@@ -96,7 +125,7 @@ class Client:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         headers.update(self._auth)
         try:
-            connection.request(method, path, body=body, headers=headers)
+            connection.request(method, self._prefix + path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
         except (OSError, http.client.HTTPException) as error:
@@ -117,8 +146,13 @@ class Client:
         if self._connection is not None and self._closed_by_server(self._connection):
             self.close()
         if self._connection is None:
-            self._connection = http.client.HTTPConnection(self._host, self._port,
-                                                          timeout=self._timeout)
+            if self._https:
+                self._connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout,
+                    context=self._ssl_context or ssl.create_default_context())
+            else:
+                self._connection = http.client.HTTPConnection(self._host, self._port,
+                                                              timeout=self._timeout)
         return self._connection
 
     @staticmethod
@@ -157,3 +191,35 @@ class Client:
         if limit and detail.startswith("Symbol limit reached"):
             return TooManySymbolsError(int(limit.group(1)))
         return ValueError(detail)
+
+
+class RemoteSymbol:
+    """``client[symbol]``: what ``Store[symbol]`` offers for one symbol, over the client."""
+
+    def __init__(self, client: Client, symbol: str) -> None:
+        self._client, self.symbol = client, symbol
+
+    def add(self, values: Prices) -> None:
+        self._client.add(self.symbol, values)
+
+    def stats(self, k: int) -> Stats:
+        return self._client.stats(self.symbol, k)
+
+    def prices(self, n: int) -> array:
+        return self._client.prices(self.symbol, n)
+
+    def count_and_last(self) -> tuple[int, float | None]:
+        for row in self._client.symbols():
+            if row["symbol"] == self.symbol:
+                return row["count"], row["last"]
+        raise KeyError(self.symbol)
+
+    @property
+    def last(self) -> float | None:
+        return self.count_and_last()[1]
+
+    def __len__(self) -> int:
+        return self.count_and_last()[0]
+
+    def __repr__(self) -> str:
+        return f"RemoteSymbol({self.symbol!r})"
