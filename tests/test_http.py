@@ -532,8 +532,11 @@ def test_no_access_log_unless_asked(server):
     assert not ACCESS_LINE.search(server.log)
 
 
-def test_json_logs_with_access_lines_and_the_start_up_line_at_warning(start_server):
-    server = start_server("--log-format", "json", "--access-log", "--log-level", "warning",
+@pytest.mark.parametrize("level", ["info", "warning"])
+def test_json_logs_with_access_lines_and_the_start_up_lines_at_info(start_server, level):
+    """Start-up lines are INFO: a restart is no warning (at --log-level warning they are not
+    shown)."""
+    server = start_server("--log-format", "json", "--access-log", "--log-level", level,
                           "--max-k", "1")
     symbol = fresh_symbol()
     assert_added(post_batch(server, symbol, list(range(10))))
@@ -541,8 +544,12 @@ def test_json_logs_with_access_lines_and_the_start_up_line_at_warning(start_serv
     stop_cleanly(server)
     lines = [json.loads(line) for line in server.log.splitlines() if line.strip()]
     assert all({"time", "level", "pid", "logger", "message"} <= set(line) for line in lines)
-    assert any(line["message"].startswith("tradestats ") and "listening on" in line["message"]
-               for line in lines)
+    start_up = [line for line in lines if line["message"].startswith("tradestats ")
+                and "listening on" in line["message"]]
+    if level == "info":
+        assert start_up and all(line["level"] == "info" for line in start_up), start_up
+    else:
+        assert not start_up, start_up
     access = [line for line in lines if line["logger"] == "tradestats.access"]
     posts = [line for line in access if line["method"] == "POST"]
     gets = [line for line in access if line["method"] == "GET" and "/stats/" in line["path"]]

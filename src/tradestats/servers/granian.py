@@ -128,10 +128,8 @@ def serve(settings: ServeSettings, announce: Callable[[str], list[str]], load_ap
 
     @server.on_startup
     def log_start_up_lines() -> None:
-        # Shown at any --log-level: operators want the configuration even when warnings only.
-        level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
-        for line in announce("granian"):
-            log.log(level, line)
+        for line in announce("granian"):   # INFO: a restart is no warning
+            log.info(line)
 
     server.serve(target_loader=partial(load_app_in_worker, settings, load_app, os.getpid()),
                  wrap_loader=False)

@@ -76,10 +76,8 @@ class TradestatsApplication(BaseApplication):
         settings, announce, worker_name = self.settings, self.announce, self.worker_name
 
         def when_ready(arbiter: Any) -> None:
-            # Shown at any --log-level: operators want the configuration even when warnings only.
-            level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
-            for line in announce(f"gunicorn ({worker_name} workers)"):
-                arbiter.log.log(level, line)
+            for line in announce(f"gunicorn ({worker_name} workers)"):  # INFO: no warning
+                arbiter.log.info(line)
             arbiter.log.warning(messages.GUNICORN_RISKS.format(worker_class=worker_name,
                                                                faults=FAULTS[worker_name]))
 
