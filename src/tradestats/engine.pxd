@@ -40,6 +40,8 @@ cdef class SymbolStats:
     cdef void _bind(self, SymbolFile* f) noexcept
     cdef int _add_prices(self, const double* values, Py_ssize_t n) except -1
     # The append path runs without the GIL: it returns a fault instead of raising.
+    cdef void _append_into(self, const double* values, Py_ssize_t n,
+                           Snapshot* snap) noexcept nogil
     cdef int _append(self, const double* values, Py_ssize_t n) noexcept nogil
     cdef int _append_chunk(self, const double* xs, Py_ssize_t c) noexcept nogil
     cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept nogil

@@ -32,7 +32,7 @@ from tradestats.kernels cimport (
 )
 from tradestats.layout cimport BLOCK_PRICES, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader
 from tradestats.symbolfile cimport (
-    BLOCK_INTACT, RECORD_DAMAGED, block_fault, crc_extend, fault_problem, map_anonymous, record_crc,
+    BLOCK_INTACT, block_fault, crc_extend, fault_problem, map_anonymous, record_crc, record_fault,
 )
 
 from tradestats.errors import (  # noqa: F401  (re-exported: the engine's public exceptions)
@@ -280,14 +280,11 @@ cdef class SymbolStats:
 
     cdef int _add_prices(self, const double* values, Py_ssize_t n) except -1:
         cdef Snapshot fresh
-        # Cannot fail in the heap: nothing is checked or allocated.
         if n >= NOGIL_PRICES:
             with nogil:
-                self._append(values, n)
-                self._compute_snapshot(&fresh)
+                self._append_into(values, n, &fresh)
         else:
-            self._append(values, n)
-            self._compute_snapshot(&fresh)
+            self._append_into(values, n, &fresh)
         # Published with the GIL held: a thread calling stats() meanwhile sees whole batches.
         memcpy(&self.file.snapshot[0], &fresh, sizeof(Snapshot))
         return 0
@@ -338,6 +335,13 @@ cdef class SymbolStats:
         return f"SymbolStats(max_k={self.max_k_}, len={len(self)})"
 
     # -- appending --------------------------------------------------------------------------
+
+    cdef void _append_into(self, const double* values, Py_ssize_t n,
+                           Snapshot* snap) noexcept nogil:
+        """(The heap) Append and compute the new snapshot into snap. Cannot fail in the heap:
+        nothing is checked or allocated."""
+        self._append(values, n)
+        self._compute_snapshot(snap)
 
     cdef int _append(self, const double* values, Py_ssize_t n) noexcept nogil:
         """Append n prices a chunk at a time: 0, or the fault of a checked block (raise_fault
@@ -441,8 +445,9 @@ cdef class SymbolStats:
             offset = p % BLOCK_PRICES
             if offset == 0 and p + BLOCK_PRICES <= end:
                 record = &self.records[(p // BLOCK_PRICES) % self.file.blocks]
-                if self._checked and record.crc != record_crc(record):
-                    return self._faulted_at(p // BLOCK_PRICES, RECORD_DAMAGED)
+                if self._checked and self._faulted_at(p // BLOCK_PRICES,
+                                                      record_fault(record)) != BLOCK_INTACT:
+                    return self._fault
                 ts_exact_merge(&h.departed[i], &record.sums)
                 p += BLOCK_PRICES
             else:

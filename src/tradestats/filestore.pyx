@@ -19,8 +19,7 @@ from posix.stat cimport fstat, struct_stat
 from posix.unistd cimport getpid
 
 from tradestats.engine cimport (
-    SymbolStats, check_prices, crash_point, integer_in_range, last_prices,
-    state_bytes,
+    SymbolStats, check_prices, crash_point, integer_in_range, last_prices, state_bytes,
 )
 from tradestats.exact cimport add_positions, ts_exact_clear, ts_exact_rest
 from tradestats.kernels cimport CHUNK, rebuild_deques, ring_span
@@ -29,8 +28,8 @@ from tradestats.layout cimport (
 )
 from tradestats.layout_v1 cimport V1SymbolFile
 from tradestats.symbolfile cimport (
-    BLOCK_INTACT, crc_extend, errno_value, header_crc, layout_problem, lock_file, map_file, prices_problem,
-    record_crc, reserve, snapshot_crc,
+    BLOCK_INTACT, crc_extend, errno_value, header_crc, layout_problem, lock_file, map_file,
+    prices_problem, record_crc, reserve, snapshot_crc,
 )
 
 from tradestats.errors import StoreCorruptionError, StoreFormatError, sync_failure

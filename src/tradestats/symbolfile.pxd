@@ -18,6 +18,7 @@ cdef enum:
     RECORD_DAMAGED = 1
     PRICES_DAMAGED = 2
 
+cdef int record_fault(const BlockRecord* record) noexcept nogil
 cdef int block_fault(const SymbolFile* f, const SymbolHeader* h, int64_t b) noexcept nogil
 cdef str fault_problem(int fault, const SymbolHeader* h, int64_t b)
 

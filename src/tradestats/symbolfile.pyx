@@ -243,6 +243,12 @@ cdef bint deque_out_of_bounds(const DequeCursor* at, const SymbolHeader* h) noex
             or at.head_phys < 0 or at.head_phys >= h.capacity)
 
 
+cdef int record_fault(const BlockRecord* record) noexcept nogil:
+    """Whether a block's record (its exact sums and its prices' CRC) is the one written:
+    BLOCK_INTACT or RECORD_DAMAGED."""
+    return BLOCK_INTACT if record.crc == record_crc(record) else RECORD_DAMAGED
+
+
 cdef int block_fault(const SymbolFile* f, const SymbolHeader* h, int64_t b) noexcept nogil:
     """Whether the prices of block b are those their CRC was taken of: BLOCK_INTACT, or what is
     not. A complete block is checked against its record (itself checked first), the newest
@@ -253,7 +259,7 @@ cdef int block_fault(const SymbolFile* f, const SymbolHeader* h, int64_t b) noex
     cdef uint32_t expected
     if b == h.count // BLOCK_PRICES:
         expected = h.open_crc
-    elif record.crc != record_crc(record):
+    elif record_fault(record) != BLOCK_INTACT:
         return RECORD_DAMAGED
     else:
         expected = record.prices_crc
@@ -279,10 +285,8 @@ cdef str fault_problem(int fault, const SymbolHeader* h, int64_t b):
 
 
 cdef str record_problem(const BlockRecord* record, int64_t b):
-    """Whether block b's record (its exact sums and its prices' CRC) is the one written, or None."""
-    if record.crc != record_crc(record):
-        return fault_problem(RECORD_DAMAGED, NULL, b)
-    return None
+    """record_fault in words, or None."""
+    return fault_problem(record_fault(record), NULL, b)
 
 
 cdef str block_problem(const SymbolFile* f, const SymbolHeader* h, int64_t b):

@@ -2,9 +2,10 @@
 
 Reads stay open unless the server protects them too (``--protect-reads``); ``/health`` (for
 probes) and what holds no data (the API's description and the pages' files) stay open either
-way: the live page then needs its data calls answered, which it cannot do without the key. A refused request is a 401 ``{"detail"}`` with a
-``WWW-Authenticate: Bearer`` challenge, decided before its body is read, so nothing of it is
-stored. Keys are compared in constant time (``hmac.compare_digest``).
+way, though the live page's data calls then need the key, which it cannot send. A refused
+request is a 401 ``{"detail"}`` with a ``WWW-Authenticate: Bearer`` challenge, decided before
+its body is read, so nothing of it is stored. Keys are compared in constant time
+(``hmac.compare_digest``). ``is_protected`` is the one rule; the OpenAPI document states it.
 """
 from __future__ import annotations
 
@@ -20,15 +21,23 @@ ALWAYS_OPEN_PREFIXES = ("/docs/assets/", "/page/assets/")
 CHALLENGE = 'Bearer realm="tradestats"'
 
 
+def is_protected(path: str, method: str, protect_reads: bool) -> bool:
+    """Whether a request needs the key (when the server has one)."""
+    if path in ALWAYS_OPEN_PATHS or path.startswith(ALWAYS_OPEN_PREFIXES):
+        return False
+    return protect_reads or method.upper() not in READ_METHODS
+
+
 def bearer_token(header: str | None) -> bytes | None:
     """The token of an ``Authorization: Bearer <token>`` header (the scheme is
     case-insensitive), or None."""
     if not header:
         return None
     scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         return None
-    return token.strip().encode("utf-8", "surrogateescape")
+    return token.encode("utf-8", "surrogateescape")
 
 
 class ApiKeyCheck:
@@ -40,13 +49,8 @@ class ApiKeyCheck:
         self._key = api_key.encode("utf-8")
         self._protect_reads = protect_reads
 
-    def protects(self, req: falcon.Request) -> bool:
-        if req.path in ALWAYS_OPEN_PATHS or req.path.startswith(ALWAYS_OPEN_PREFIXES):
-            return False
-        return self._protect_reads or req.method not in READ_METHODS
-
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self.protects(req):
+        if not is_protected(req.path, req.method, self._protect_reads):
             return
         token = bearer_token(req.get_header("Authorization"))
         if token is None:

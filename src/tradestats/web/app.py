@@ -49,7 +49,8 @@ def create_app(
 
     ``max_k`` and ``max_symbols`` build a new Store when none is given; a given store keeps its own
     limits, and its ``max_k`` bounds the ``k`` parameter either way. With ``api_key`` every write
-    (and with ``protect_reads`` every read but /health) needs ``Authorization: Bearer <key>``.
+    (and with ``protect_reads`` every read of data) needs ``Authorization: Bearer <key>``
+    (web/access.py).
     """
     if store is None:
         store = Store(max_symbols=max_symbols, max_k=max_k)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tradestats import __version__, limits, messages
-from tradestats.web.access import ALWAYS_OPEN_PATHS
+from tradestats.web.access import is_protected
 
 JSON = "application/json"
 
@@ -202,7 +202,7 @@ def _require_key(document: dict[str, Any], protect_reads: bool) -> None:
                    "description": "The server's API key (--api-key): Authorization: Bearer <key>"}}
     for path, item in document["paths"].items():
         for method, operation in item.items():
-            if path in ALWAYS_OPEN_PATHS or (method in ("get", "head") and not protect_reads):
+            if not is_protected(path, method, protect_reads):
                 continue
             operation["security"] = [{"apiKey": []}]
             operation["responses"]["401"] = _error(
