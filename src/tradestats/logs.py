@@ -2,7 +2,9 @@
 
 With ``--log-format json`` every line is one JSON object (``time``, ``level``, ``pid``,
 ``logger``, ``message`` and, for an access line of ``web/access_log.py``, its fields). Whatever
-serves HTTP (servers/), its lines and ours go to the same place in the same format.
+serves HTTP (servers/), its lines and ours go to the same place in the same format. As text, an
+access line is the combined log format alone, as gunicorn writes it: no prefix, so that log
+tools read it as it is.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import orjson
 ACCESS_LOGGER = "tradestats.access"
 LOG_FORMATS = ("text", "json")
 #: The fields an access line carries (web/access_log.py), in this order.
-ACCESS_FIELDS = ("method", "path", "status", "ms")
+ACCESS_FIELDS = ("remote", "method", "path", "protocol", "status", "size", "referer",
+                 "user_agent", "ms")
 #: gunicorn's own text layout, which the README's examples and existing log parsers know.
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 TEXT_DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -38,6 +41,16 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` for every line but access lines, which are already whole lines in the
+    combined log format (web/access_log.py)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == ACCESS_LOGGER:
+            return record.getMessage()
+        return super().format(record)
+
+
 class DropMessages(logging.Filter):
     """Drops records whose message starts with one of ``prefixes``: a server's advice about a
     setting tradestats chose on purpose would alert operators on every start."""
@@ -53,7 +66,7 @@ class DropMessages(logging.Filter):
 def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
-    return logging.Formatter(TEXT_FORMAT, TEXT_DATE_FORMAT)
+    return TextFormatter(TEXT_FORMAT, TEXT_DATE_FORMAT)
 
 
 def dict_config(log_format: str, level: str, server_loggers: tuple[str, ...] = (),
@@ -61,7 +74,7 @@ def dict_config(log_format: str, level: str, server_loggers: tuple[str, ...] = (
     """A ``logging.config.dictConfig`` document: ours and the server's loggers (``server_loggers``)
     on stderr in one format, without the messages starting with ``dropped``; access lines at
     INFO whatever ``level`` says (asking for them with --access-log is the decision)."""
-    text = {"format": TEXT_FORMAT, "datefmt": TEXT_DATE_FORMAT}
+    text = {"()": "tradestats.logs.TextFormatter", "fmt": TEXT_FORMAT, "datefmt": TEXT_DATE_FORMAT}
     chosen = {"()": "tradestats.logs.JsonFormatter"} if log_format == "json" else text
     handler = {"class": "logging.StreamHandler", "formatter": "chosen", "stream": "ext://sys.stderr",
                "filters": ["dropped"]}

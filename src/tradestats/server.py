@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=logs.LOG_FORMATS, default="text",
                         help="text lines, or one JSON object per line")
     parser.add_argument("--access-log", action="store_true",
-                        help="log one line per request with its latency (off by default)")
+                        help="log one line per request, in the combined log format with the "
+                        "latency in seconds last (off by default)")
     parser.add_argument(
         "--server", choices=SERVERS, default="granian",
         help="what serves HTTP: granian (hardened against hostile clients) or gunicorn (safe "
