@@ -185,3 +185,26 @@ def test_the_client_sends_every_request_under_its_base_path():
     assert seen == [b"GET /trading/stats/health HTTP/1.1", b"GET /trading/stats/symbols HTTP/1.1"]
     with pytest.raises(ValueError):
         Client("ftp://127.0.0.1:21")
+
+
+def test_delete_forgets_the_prices_and_frees_the_slot(make):
+    store = make(max_symbols=2, max_k=1)
+    store.add("A", [float(n) for n in range(12)])
+    store.add("EUR/USD", [2.5])
+    store.delete("A")
+    assert "A" not in store and list(store) == ["EUR/USD"] and len(store) == 1
+    for read in (lambda: store.stats("A", 1), lambda: store.prices("A", 3),
+                 lambda: store["A"], lambda: store.delete("A")):
+        with pytest.raises(KeyError):
+            read()
+    store.add("B", [7.0])                            # the slot is free
+    with pytest.raises(TooManySymbolsError):
+        store.add("A", [1.0])
+    del store["B"]
+    fresh = [100.0 + n for n in range(10)]
+    store.add("A", fresh)                            # A again: only its new prices
+    assert store.count_and_last("A") == (10, 109.0)
+    check_stats(store.stats("A", 1), fresh)
+    assert store.symbols() == [{"symbol": "A", "count": 10, "last": 109.0},
+                               {"symbol": "EUR/USD", "count": 1, "last": 2.5}]
+    assert store.prices("EUR/USD", 5).tolist() == [2.5]   # the other symbol untouched

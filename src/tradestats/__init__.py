@@ -11,6 +11,7 @@ from tradestats.engine import (
     Store,
     StoreCorruptionError,
     StoreFormatError,
+    SymbolDeletedError,
     SymbolStats,
     TooManySymbolsError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Store",
     "StoreCorruptionError",
     "StoreFormatError",
+    "SymbolDeletedError",
     "SymbolStats",
     "TooManySymbolsError",
     "__version__",

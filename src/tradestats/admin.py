@@ -3,6 +3,7 @@
     tradestats-admin list DIR       every symbol: prices held, the last one, disk used, file size
     tradestats-admin verify DIR     check every symbol file; exit 1 naming each damaged one
     tradestats-admin backup DIR DEST  a consistent copy, while a server writes, sparse-aware
+    tradestats-admin delete DIR SYMBOL  remove one symbol and its prices; its slot is free
 
 ``list`` reads what each symbol last published (no price is read, so it takes milliseconds and
 may run while a server writes). Its disk column is what the file really takes (its files are
@@ -21,6 +22,11 @@ every window's statistics recomputed from them. It may run while a server writes
 writers wait for its check: about 0.6 s per full 10**8 window). Exit status: 0 every symbol is
 whole, 1 some are damaged (one line each, naming the file and what failed), 2 the directory
 cannot be used as a store.
+
+``delete`` is ``Store.delete``: the symbol's file says it is deleted (every server process
+sees it gone at once), then it is unlinked; a kill leaves the symbol whole or gone. It is safe
+while a server runs, which may also answer ``DELETE /symbols/?symbol=S`` itself. Exit status 0
+deleted, 1 no such symbol, 2 the directory cannot be used as a store.
 """
 from __future__ import annotations
 
@@ -59,11 +65,13 @@ def list_symbols(root: Path) -> int:
         try:
             stats = store[symbol]
             count, last = stats.count_and_last()
+            status = os.stat(stats.path)
+        except (KeyError, FileNotFoundError):   # deleted meanwhile
+            continue
         except StoreFormatError as error:
             damaged += 1
             print(f"{symbol!r:<24} DAMAGED {error.path}: {error.reason}")
             continue
-        status = os.stat(stats.path)
         used = status.st_blocks * 512
         prices, disk = prices + count, disk + used
         print(f"{symbol!r:<24} {count:>13,} {'-' if last is None else repr(last):>14} "
@@ -135,6 +143,8 @@ def verify(root: Path) -> int:
         try:
             stats = store[symbol]
             stats.verify()
+        except KeyError:   # deleted meanwhile
+            continue
         except StoreFormatError as error:
             damaged += 1
             print(f"DAMAGED {symbol!r}: {error.path}: {error.reason}")
@@ -143,6 +153,17 @@ def verify(root: Path) -> int:
     print(f"{len(store) - damaged} of {len(store)} symbols whole" +
           (f", {damaged} damaged" if damaged else ""))
     return 1 if damaged else 0
+
+
+def delete(root: Path, symbol: str) -> int:
+    store = Store(max_k=stored_max_k(root), path=root)
+    try:
+        store.delete(symbol)
+    except KeyError:
+        print(f"tradestats-admin: no symbol {symbol!r} in {root}", file=sys.stderr)
+        return 1
+    print(f"deleted {symbol!r}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -156,12 +177,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                                "writes")
     copy.add_argument("data_dir", type=Path)
     copy.add_argument("dest", type=Path, help="a new directory")
+    remove = commands.add_parser("delete", help="remove one symbol and its prices, also while "
+                                 "a server runs")
+    remove.add_argument("data_dir", type=Path)
+    remove.add_argument("symbol")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             sys.exit(list_symbols(args.data_dir))
         if args.command == "backup":
             sys.exit(backup(args.data_dir, args.dest))
+        if args.command == "delete":
+            sys.exit(delete(args.data_dir, args.symbol))
         sys.exit(verify(args.data_dir))
     except StoreFormatError as error:
         print(f"tradestats-admin: cannot use {args.data_dir}: {error}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """A Python client for tradestats-serve that mirrors the engine's Store.
 
 Code written against an embedded ``Store`` runs against a server unchanged: the same methods
-(``add``, ``stats``, ``symbols``, ``prices``, ``in``, ``len``, iteration, ``client[symbol]``
+(``add``, ``stats``, ``symbols``, ``prices``, ``delete``, ``count_and_last``, ``in``, ``len``,
+iteration, ``del client[symbol]``, ``client[symbol]``
 with ``stats``, ``prices``, ``last`` and ``len``), the same results (``Stats``, ``array('d')``) and
 the same exceptions for the same conditions (``InvalidPriceError`` with its index,
 ``TooManySymbolsError``, ``NotEnoughDataError``, ``KeyError`` for an unknown symbol,
@@ -88,6 +89,20 @@ class Client:
     def prices(self, symbol: str, n: int) -> array:
         document = self._call("GET", "/prices/?" + urlencode({"symbol": symbol, "n": n}))
         return array("d", document["prices"])
+
+    def count_and_last(self, symbol: str) -> tuple[int, float | None]:
+        """(prices added, the most recent price or None); KeyError for an unknown symbol."""
+        for row in self.symbols():
+            if row["symbol"] == symbol:
+                return row["count"], row["last"]
+        raise KeyError(symbol)
+
+    def delete(self, symbol: str) -> None:
+        """Remove the symbol and its prices (its slot is free); KeyError if it has none."""
+        self._call("DELETE", "/symbols/?" + urlencode({"symbol": symbol}))
+
+    def __delitem__(self, symbol: str) -> None:
+        self.delete(symbol)
 
     def health(self) -> bool:
         return self._call("GET", "/health") == {"status": messages.HEALTH_OK}
@@ -209,10 +224,7 @@ class RemoteSymbol:
         return self._client.prices(self.symbol, n)
 
     def count_and_last(self) -> tuple[int, float | None]:
-        for row in self._client.symbols():
-            if row["symbol"] == self.symbol:
-                return row["count"], row["last"]
-        raise KeyError(self.symbol)
+        return self._client.count_and_last(self.symbol)
 
     @property
     def last(self) -> float | None:

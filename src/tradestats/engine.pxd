@@ -53,6 +53,7 @@ cdef class SymbolStats:
     cdef int raise_fault(self) except -1
     cdef void _compute_snapshot(self, Snapshot* snap) noexcept nogil
     cdef int _snapshot(self, Snapshot* out) except -1
+    cdef int _mark_deleted(self) except -1
     cdef int _verify_state(self, bint recompute) except -1
 
 
@@ -63,6 +64,7 @@ cdef class Store:
     cdef readonly int max_k
 
     cdef SymbolStats _create(self, symbol)
+    cdef SymbolStats _open(self, symbol)
 
 
 cdef int integer_in_range(str name, object value, int low, int high) except? -1

@@ -33,6 +33,9 @@ class StoreFormatError(ValueError):
 class StoreCorruptionError(StoreFormatError):
     """A checksum or check of a symbol file failed while in use: refused, never served."""
 
+class SymbolDeletedError(KeyError):
+    """The symbol was deleted since this SymbolStats was opened (a Store opens it again)."""
+
 class DiskFullError(OSError):
     """No disk space for a batch or a new symbol; nothing of it was stored."""
 
@@ -125,9 +128,17 @@ class Store:
         """KeyError for an unknown symbol, else SymbolStats.stats(k)."""
     def prices(self, symbol: str, n: int) -> "array[float]":
         """KeyError for an unknown symbol, else SymbolStats.prices(n)."""
+    def count_and_last(self, symbol: str) -> tuple[int, Optional[float]]:
+        """KeyError for an unknown symbol, else SymbolStats.count_and_last()."""
     def symbols(self) -> list[dict]:
         """[{"symbol", "count", "last"}, ...] sorted by symbol."""
-    def __getitem__(self, symbol: str) -> SymbolStats: ...
+    def delete(self, symbol: str) -> None:
+        """Remove the symbol and its prices (its slot is free); KeyError if it has none. In a
+        file store every process sees it gone at once; a kill leaves it whole or gone."""
+    def __getitem__(self, symbol: str) -> SymbolStats:
+        """KeyError for an unknown symbol; the SymbolStats raises SymbolDeletedError (a KeyError)
+        once the symbol is deleted."""
+    def __delitem__(self, symbol: str) -> None: ...
     def __contains__(self, symbol: object) -> bool: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[str]: ...

@@ -30,14 +30,16 @@ from tradestats.kernels cimport (
     CHUNK, advance_fronts, expire_before_chunk, merge_chunk, newest_slot, physical, ring_slot,
     ring_span,
 )
-from tradestats.layout cimport BLOCK_PRICES, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader
+from tradestats.layout cimport (
+    BLOCK_PRICES, SNAPSHOT_DELETED, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader,
+)
 from tradestats.symbolfile cimport (
     BLOCK_INTACT, block_fault, crc_extend, fault_problem, map_anonymous, record_crc, record_fault,
 )
 
 from tradestats.errors import (  # noqa: F401  (re-exported: the engine's public exceptions)
     DiskFullError, InvalidPriceError, NotEnoughDataError, StorageSyncError, StoreCorruptionError,
-    StoreFormatError, TooManySymbolsError,
+    StoreFormatError, SymbolDeletedError, TooManySymbolsError,
 )
 from tradestats.limits import DEFAULT_MAX_K, DEFAULT_MAX_SYMBOLS, MAX_ABS_PRICE, MAX_MAX_K
 from tradestats.symbolfile import symbol_file_size  # noqa: F401  (re-exported for the server)
@@ -280,11 +282,15 @@ cdef class SymbolStats:
 
     cdef int _add_prices(self, const double* values, Py_ssize_t n) except -1:
         cdef Snapshot fresh
+        if self.file.snapshot[0].flags & SNAPSHOT_DELETED:
+            raise SymbolDeletedError(self.path)
         if n >= NOGIL_PRICES:
             with nogil:
                 self._append_into(values, n, &fresh)
         else:
             self._append_into(values, n, &fresh)
+        if self.file.snapshot[0].flags & SNAPSHOT_DELETED:   # deleted meanwhile (no lock held)
+            raise SymbolDeletedError(self.path)
         # Published with the GIL held: a thread calling stats() meanwhile sees whole batches.
         memcpy(&self.file.snapshot[0], &fresh, sizeof(Snapshot))
         return 0
@@ -316,6 +322,8 @@ cdef class SymbolStats:
     def prices(self, n):
         """The last n prices (fewer if fewer are held), oldest first, as array('d'), in one copy."""
         cdef int64_t wanted = integer_in_range("n", n, 1, INT_MAX)
+        if self.file.snapshot[0].flags & SNAPSHOT_DELETED:
+            raise SymbolDeletedError(self.path)
         # The published count: an add running meanwhile (GIL released) writes only slots past it.
         return last_prices(self.ring, self.file.snapshot[0].count, self.h.capacity,
                            self.h.ring_size, wanted)
@@ -503,6 +511,18 @@ cdef class SymbolStats:
     cdef int _snapshot(self, Snapshot* out) except -1:
         """The published snapshot (a file store's: filestore.pyx)."""
         memcpy(out, &self.file.snapshot[0], sizeof(Snapshot))
+        if out.flags & SNAPSHOT_DELETED:
+            raise SymbolDeletedError(self.path)
+        return 0
+
+    def _delete(self):
+        """(Store.delete) Mark this symbol deleted, for every process that reads it."""
+        self._mark_deleted()
+
+    cdef int _mark_deleted(self) except -1:
+        """(Store.delete) From now on every read and add of this SymbolStats raises
+        SymbolDeletedError (a file store's: filestore.pyx)."""
+        self.file.snapshot[0].flags |= SNAPSHOT_DELETED
         return 0
 
     cdef int _verify_state(self, bint recompute) except -1:
@@ -569,6 +589,10 @@ cdef void recompute_snapshot(SymbolStats s, Snapshot* out) noexcept:
         out.var[i] = ts_variance(&window, size)
 
 
+#: A symbol deleted and made again this many times during one call is given up on (KeyError).
+DELETED_RETRIES = 8
+
+
 cdef class Store:
     """Symbols to SymbolStats, each created on its first add.
 
@@ -606,19 +630,30 @@ cdef class Store:
     def add(self, symbol, values):
         """Validate the batch, create the symbol if new (within max_symbols), then append."""
         cdef array prices = as_prices(values)
-        cdef SymbolStats target = self._symbols.get(symbol)
-        if target is None:
-            if self._directory is not None and len(prices) > self._directory.max_batch:
-                # Refused before the symbol exists: a refused batch creates nothing.
-                raise ValueError(
-                    f"a batch of {len(prices)} prices is more than this file store takes at "
-                    f"once ({self._directory.max_batch}, fixed when the store was created)")
-            target = self._create(symbol)
-        target._add_prices(prices.data.as_doubles, len(prices))
+        cdef SymbolStats target
+        cdef int attempt
+        for attempt in range(DELETED_RETRIES):
+            target = self._symbols.get(symbol)
+            if target is None:
+                if self._directory is not None and len(prices) > self._directory.max_batch:
+                    # Refused before the symbol exists: a refused batch creates nothing.
+                    raise ValueError(
+                        f"a batch of {len(prices)} prices is more than this file store takes "
+                        f"at once ({self._directory.max_batch}, fixed when the store was created)")
+                target = self._create(symbol)
+            try:
+                target._add_prices(prices.data.as_doubles, len(prices))
+                return
+            except SymbolDeletedError:
+                # Deleted since we opened it (here or in another process): the batch belongs to
+                # the symbol made afresh, as it would had the delete come a moment sooner.
+                self._symbols.pop(symbol, None)
+        raise SymbolDeletedError(symbol)
 
     cdef SymbolStats _create(self, symbol):
         cdef SymbolStats target
         if self._directory is not None:
+            self._forget_deleted()
             target = self._directory.open(symbol, create_within=self.max_symbols)
         else:
             if len(self._symbols) >= self.max_symbols:
@@ -627,44 +662,31 @@ cdef class Store:
         self._symbols[symbol] = target
         return target
 
-    def stats(self, symbol, k):
-        return self[symbol].stats(k)
+    def delete(self, symbol):
+        """Remove symbol and its prices; its slot is free for a new symbol. KeyError if it has
+        none. In a file store every process sees it gone at once, and a process killed while
+        deleting leaves the symbol whole or gone (layout.pxd)."""
+        cdef SymbolStats target
+        if self._directory is None:
+            target = self._symbols.pop(symbol)
+            target._mark_deleted()
+            return
+        self._symbols.pop(symbol, None)
+        self._directory.delete(symbol)
 
-    def prices(self, symbol, n):
-        """The last n prices of symbol, oldest first (KeyError for an unknown symbol)."""
-        return self[symbol].prices(n)
-
-    def symbols(self):
-        """Every symbol with its count and last price (of one commit), sorted by symbol. A symbol
-        whose file fails a check is left out (its own reads say why)."""
-        listed = []
-        for symbol in sorted(self):
+    def _forget_deleted(self):
+        """Let go of the mappings of symbols deleted by other processes: an unlinked file's
+        disk space returns only when its last mapping goes."""
+        for symbol, target in list(self._symbols.items()):
             try:
-                count, last = self[symbol].count_and_last()
+                len(target)
+            except SymbolDeletedError:
+                del self._symbols[symbol]
             except StoreFormatError:
-                continue
-            listed.append({"symbol": symbol, "count": count, "last": last})
-        return listed
+                pass
 
-    def recover(self):
-        """Open every symbol and roll back any torn batch; the symbols that had one."""
-        return [symbol for symbol in self if self[symbol].recover()]
-
-    def verify(self):
-        """SymbolStats.verify() for every symbol: {symbol: the reason} for each that failed."""
-        damaged = {}
-        for symbol in self:
-            try:
-                self[symbol].verify()
-            except StoreFormatError as error:
-                damaged[symbol] = error.reason
-        return damaged
-
-    @property
-    def nbytes(self):
-        return sum(self[symbol].nbytes for symbol in self)
-
-    def __getitem__(self, symbol):
+    cdef SymbolStats _open(self, symbol):
+        """The symbol's SymbolStats, opened again if it was deleted since (KeyError if gone)."""
         cdef SymbolStats found = self._symbols.get(symbol)
         if found is None:
             if self._directory is None:
@@ -673,9 +695,82 @@ cdef class Store:
             self._symbols[symbol] = found
         return found
 
+    def _read(self, symbol, read):
+        """read(SymbolStats of symbol), opening it again if it was deleted since we opened it."""
+        cdef int attempt
+        for attempt in range(DELETED_RETRIES):
+            try:
+                return read(self._open(symbol))
+            except SymbolDeletedError:
+                self._symbols.pop(symbol, None)
+        raise KeyError(symbol)
+
+    def stats(self, symbol, k):
+        return self._read(symbol, lambda target: target.stats(k))
+
+    def prices(self, symbol, n):
+        """The last n prices of symbol, oldest first (KeyError for an unknown symbol)."""
+        return self._read(symbol, lambda target: target.prices(n))
+
+    def count_and_last(self, symbol):
+        """(prices added, the most recent price or None) of symbol, of one commit."""
+        return self._read(symbol, lambda target: target.count_and_last())
+
+    def symbols(self):
+        """Every symbol with its count and last price (of one commit), sorted by symbol. A symbol
+        whose file fails a check is left out (its own reads say why), as is one deleted while
+        this runs."""
+        listed = []
+        if self._directory is not None:
+            self._forget_deleted()
+        for symbol in sorted(self):
+            try:
+                count, last = self.count_and_last(symbol)
+            except (StoreFormatError, KeyError):
+                continue
+            listed.append({"symbol": symbol, "count": count, "last": last})
+        return listed
+
+    def recover(self):
+        """Open every symbol and roll back any torn batch; the symbols that had one."""
+        return [symbol for symbol in self if self._read(symbol, lambda target: target.recover())]
+
+    def verify(self):
+        """SymbolStats.verify() for every symbol: {symbol: the reason} for each that failed."""
+        damaged = {}
+        for symbol in self:
+            try:
+                self._read(symbol, lambda target: target.verify())
+            except StoreFormatError as error:
+                damaged[symbol] = error.reason
+            except KeyError:   # deleted meanwhile
+                pass
+        return damaged
+
+    @property
+    def nbytes(self):
+        return sum(self._read(symbol, lambda target: target.nbytes) for symbol in self)
+
+    def __getitem__(self, symbol):
+        """The symbol's SymbolStats (KeyError if it has none). It keeps answering for that symbol
+        until the symbol is deleted; then it raises SymbolDeletedError, a KeyError."""
+        cdef int attempt
+        for attempt in range(DELETED_RETRIES):
+            found = self._open(symbol)
+            try:
+                len(found)
+                return found
+            except SymbolDeletedError:
+                self._symbols.pop(symbol, None)
+        raise KeyError(symbol)
+
+    def __delitem__(self, symbol):
+        self.delete(symbol)
+
     def __contains__(self, symbol):
-        return symbol in self._symbols or (
-            self._directory is not None and self._directory.exists(symbol))
+        if self._directory is None:
+            return symbol in self._symbols
+        return self._directory.exists(symbol)
 
     def __len__(self):
         return len(self._symbols) if self._directory is None else len(self._directory.symbols())

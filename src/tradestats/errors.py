@@ -45,6 +45,15 @@ class StoreCorruptionError(StoreFormatError):
     what was written. Nothing of it is served, and nothing is written to it."""
 
 
+class SymbolDeletedError(KeyError):
+    """The symbol was deleted (by this process or another) since this SymbolStats was opened.
+    A Store opens the symbol again: it is not found, or it is a new symbol made since."""
+
+    def __str__(self):
+        where = self.args[0] if self.args else None
+        return "the symbol was deleted" if where is None else f"{where}: the symbol was deleted"
+
+
 class DiskFullError(OSError):
     """No disk space for a batch (or a new symbol); nothing of it was stored."""
 

@@ -24,7 +24,7 @@ from tradestats.engine cimport (
 from tradestats.exact cimport add_positions, ts_exact_clear, ts_exact_rest
 from tradestats.kernels cimport CHUNK, rebuild_deques, ring_span
 from tradestats.layout cimport (
-    BLOCK_PRICES, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader,
+    BLOCK_PRICES, FORMAT_VERSION, SNAPSHOT_DELETED, BlockRecord, ExactSums, Snapshot, SymbolFile, SymbolHeader,
 )
 from tradestats.layout_v1 cimport V1SymbolFile
 from tradestats.symbolfile cimport (
@@ -32,7 +32,9 @@ from tradestats.symbolfile cimport (
     prices_problem, record_crc, reserve, snapshot_crc,
 )
 
-from tradestats.errors import StoreCorruptionError, StoreFormatError, sync_failure
+from tradestats.errors import (
+    StoreCorruptionError, StoreFormatError, SymbolDeletedError, sync_failure,
+)
 from tradestats.symbolfile import format_symbol_file, raise_map_failed
 
 cdef extern from "<unistd.h>" nogil:
@@ -186,7 +188,7 @@ cdef class FileSymbolStats(SymbolStats):
         cdef SymbolFile* f = self.file
         cdef uint64_t g, again
         cdef int64_t count
-        cdef uint32_t open_crc
+        cdef uint32_t open_crc, flags
         cdef int attempt
         self._check_size()
         for attempt in range(MAX_READ_TRIES):   # the seqlock of _snapshot, over the ring
@@ -195,15 +197,20 @@ cdef class FileSymbolStats(SymbolStats):
             self._mapped_copy(&g, &f.generation, sizeof(uint64_t))
             ts_fence_acquire()
             self._mapped_copy(&count, &f.snapshot[g & 1].count, sizeof(int64_t))
+            self._mapped_copy(&flags, &f.snapshot[g & 1].flags, sizeof(uint32_t))
             self._mapped_copy(&open_crc, &f.state[g & 1].open_crc, sizeof(uint32_t))
             out = self._copy_prices(count, wanted)
             ts_fence_acquire()
             self._mapped_copy(&again, &f.generation, sizeof(uint64_t))
             if again == g:
+                if flags & SNAPSHOT_DELETED:
+                    raise SymbolDeletedError(self.path)
                 self._check_copied_prices(out, count, open_crc)
                 return out
         with WritersLock(self):   # writers never paused: queue up with them
             self._mapped_copy(&g, &f.generation, sizeof(uint64_t))
+            if f.snapshot[g & 1].flags & SNAPSHOT_DELETED:
+                raise SymbolDeletedError(self.path)
             self._mapped_copy(&count, &f.snapshot[g & 1].count, sizeof(int64_t))
             return self._copy_prices(count, wanted)
 
@@ -243,6 +250,34 @@ cdef class FileSymbolStats(SymbolStats):
         if out.crc != crc:
             raise StoreCorruptionError(
                 self.path, "corrupt: the checksum of its published snapshot does not match")
+        if out.flags & SNAPSHOT_DELETED:
+            raise SymbolDeletedError(self.path)
+        return 0
+
+    cdef int _mark_deleted(self) except -1:
+        """(SymbolDirectory.delete, under the store's lock) Publish a snapshot that says the
+        symbol is deleted (layout.pxd): one more commit, the state unchanged. Every mapping of
+        the file in every process sees it at its next read or write. SymbolDeletedError if it
+        already is."""
+        cdef SymbolFile* f = self.file
+        cdef uint64_t g
+        cdef Snapshot* deleted
+        with WritersLock(self):
+            self._recover_if_torn()
+            g = f.generation
+            if f.snapshot[g & 1].flags & SNAPSHOT_DELETED:
+                raise SymbolDeletedError(self.path)
+            self._mark_writing(g)
+            deleted = &f.snapshot[(g + 1) & 1]
+            memcpy(deleted, &f.snapshot[g & 1], sizeof(Snapshot))
+            deleted.flags |= SNAPSHOT_DELETED
+            deleted.crc = snapshot_crc(deleted)
+            if self._sync:   # the new slot on disk before the word that publishes it
+                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
+            crash_point()
+            ts_store_release(&f.generation, g + 1)
+            if self._sync:
+                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
         return 0
 
     cdef int _verify_state(self, bint recompute) except -1:
@@ -349,6 +384,8 @@ cdef class FileSymbolStats(SymbolStats):
         with WritersLock(self):
             self._recover_if_torn()
             g = f.generation
+            if f.snapshot[g & 1].flags & SNAPSHOT_DELETED:
+                raise SymbolDeletedError(self.path)
             if f.state[g & 1].crc != header_crc(&f.state[g & 1]):
                 raise StoreCorruptionError(
                     self.path, "corrupt: the checksum of its committed header does not match")
@@ -559,10 +596,13 @@ def _open_symbol_file(path, bytes symbol, int max_k, int64_t max_batch, bint syn
         lock_file(fd, True)
         try:
             problem = layout_problem(f, size, symbol, max_k, max_batch)
+            deleted = problem is None and f.snapshot[f.generation & 1].flags & SNAPSHOT_DELETED
         finally:
             lock_file(fd, False)
-        if problem is not None:
+        if problem is not None or deleted:
             munmap(f, size)
+            if deleted:   # a kill between the delete's commit and its unlink (storage.py)
+                raise SymbolDeletedError(path)
             raise StoreFormatError(path, problem)
     except BaseException:
         os.close(fd)
@@ -576,6 +616,23 @@ def _crc32c_hardware(bytes data):
     if not CRC32C_IN_HARDWARE:
         return None
     return ts_crc32c_sse42(<const char*>data, len(data))
+
+
+def symbol_file_deleted(path):
+    """Whether a symbol file's published snapshot says its symbol was deleted (a kill left it
+    between the delete's commit and its unlink), read without mapping it. False for a file
+    that cannot say (too short, another version, a checksum off): opening it tells why."""
+    cdef SymbolFile head
+    cdef const Snapshot* published
+    with open(path, "rb") as file:
+        data = file.read(sizeof(SymbolFile))
+    if len(data) < <Py_ssize_t>sizeof(SymbolFile):
+        return False
+    memcpy(&head, <const char*>data, sizeof(SymbolFile))
+    if head.version != FORMAT_VERSION:
+        return False
+    published = &head.snapshot[head.generation & 1]
+    return bool(published.flags & SNAPSHOT_DELETED) and published.crc == snapshot_crc(published)
 
 
 def symbol_file_version(path):

@@ -43,6 +43,11 @@
 #   batch plus a block); only the deques may be torn, and the next writer sees writing !=
 #   generation and rebuilds them from the ring.
 # Readers never lock: they copy snapshot[g & 1] and retry if `generation` moved meanwhile.
+# Deleting (storage.py, under the store's lock and the file's): one more commit whose snapshot
+#   says SNAPSHOT_DELETED (state copied unchanged), published like a batch, then the file is
+#   unlinked. From the publication on, every reader and writer in every process sees the symbol
+#   gone; a kill before it leaves the symbol whole, after it gone (the next open of the file
+#   finishes the unlink under the store's lock).
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
@@ -106,8 +111,15 @@ ctypedef struct Snapshot:
     double max[MAX_WINDOWS]
     double avg[MAX_WINDOWS]
     double var[MAX_WINDOWS]
-    uint32_t unused
+    uint32_t flags                 # SNAPSHOT_DELETED, or 0 (what every commit of prices writes)
     uint32_t crc                   # CRC32C of everything above
+
+
+cdef enum:
+    # A symbol is deleted by one more commit: a snapshot that says so. Every process's mapping
+    # sees it at once; then the file is unlinked (a file left with it by a kill is removed by
+    # the next open). Readers and writers of a deleted snapshot raise SymbolDeletedError.
+    SNAPSHOT_DELETED = 1
 
 
 ctypedef struct SymbolFile:

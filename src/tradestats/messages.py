@@ -14,6 +14,7 @@ INVALID_N = "Invalid n value"  # contract: GET /prices/
 
 # --- POST /add_batch/ ---------------------------------------------------------------------------
 BATCH_ADDED = "Batch data added successfully"  # contract: the whole success body is this message
+SYMBOL_DELETED = "Symbol {symbol} deleted"  # contract: DELETE /symbols/
 
 BODY_EMPTY = "Request body is empty: expected a JSON object with 'symbol' and 'values'"
 BODY_NOT_JSON = "Request body is not valid JSON"

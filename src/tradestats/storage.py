@@ -20,7 +20,13 @@ Guarantees and limits (the symbol files themselves: layout.pxd):
   releases if its holder dies): the count is checked and the new file, formatted under a
   temporary name in ``tmp/``, is renamed into place. So creation is atomic and at most
   max_symbols symbols ever exist, whichever processes race to create them.
-* With ``sync``, a new symbol's file and directory entries are fsynced before it is used.
+* A symbol is deleted under ``store.lock`` too: a last commit in its file says so (every
+  process's mapping sees the symbol gone from then on: layout.pxd), then the file is unlinked.
+  A kill in between leaves a file that says it is deleted: it is treated as absent and the next
+  open of it (or of the store) unlinks it. Its disk space returns when the last process that
+  mapped it lets go (at its next touch of that symbol, its next new symbol or listing).
+* With ``sync``, a new symbol's file and directory entries are fsynced before it is used, and
+  a deletion is on disk before it returns.
 * What the store creates is its owner's alone (files 0600, directories 0700): prices are
   nobody else's to read, nor the metadata anyone else's to rewrite. ``shared_group`` opens them
   to the group as well (0660, 0770), for a group of processes run by different users. The
@@ -43,8 +49,12 @@ from urllib.parse import unquote_to_bytes
 
 from tradestats import limits, messages
 from tradestats.engine import SymbolStats
-from tradestats.filestore import _migrate_v1_file, _open_symbol_file, symbol_file_version
-from tradestats.errors import DiskFullError, StoreFormatError, TooManySymbolsError
+from tradestats.filestore import (
+    _migrate_v1_file, _open_symbol_file, symbol_file_deleted, symbol_file_version,
+)
+from tradestats.errors import (
+    DiskFullError, StoreFormatError, SymbolDeletedError, TooManySymbolsError,
+)
 from tradestats.symbolfile import format_symbol_file, lock_fd
 
 FORMAT = "tradestats-store"
@@ -88,6 +98,13 @@ def symbol_named(parts: tuple[str, ...]) -> str | None:
         return None
     return symbol if tuple(encode_symbol(symbol)) == parts else None
 
+
+def _after_delete_commit() -> None:
+    """Test hook: runs between a delete's commit and its unlink (tests kill the process here)."""
+
+
+#: A symbol another process deletes this many times while one opens it is given up on (KeyError).
+OPEN_TRIES = 8
 
 #: Stray files already warned about in this process: one warning each.
 _warned_strays: set[Path] = set()
@@ -236,9 +253,13 @@ class SymbolDirectory:
         self._sync_directory(path.parent)
 
     def _remove_leftovers(self) -> None:
-        """Files a creator killed mid-creation left in tmp/ (we hold the lock: none is in use)."""
+        """Files a creator killed mid-creation left in tmp/ (we hold the lock: none is in use),
+        and deleted symbols' files a kill left in symbols/ (module doc)."""
         for leftover in (self.root / TMP_DIR).iterdir():
             leftover.unlink(missing_ok=True)
+        for path in (self.root / SYMBOLS_DIR).rglob("*" + SUFFIX):
+            if symbol_file_deleted(path):
+                self._unlink(path)
 
     # -- symbols ---------------------------------------------------------------------------------
 
@@ -247,19 +268,28 @@ class SymbolDirectory:
         return self.root.joinpath(SYMBOLS_DIR, *folders, name + SUFFIX)
 
     def exists(self, symbol: str) -> bool:
-        return self.path_of(symbol).exists()
+        return self._holds_symbol(self.path_of(symbol))
+
+    @staticmethod
+    def _holds_symbol(path: Path) -> bool:
+        """A file is there and it is not a deleted symbol's (one a kill left: module doc)."""
+        try:
+            return not symbol_file_deleted(path)
+        except FileNotFoundError:
+            return False
 
     def symbols(self) -> list[str]:
         """Every symbol with a file. A file under symbols/ that no symbol would be written to is
         not one (not counted against max_symbols either), and is left alone: one warning names
-        it."""
+        it. Nor is a deleted symbol's file a kill left (module doc)."""
         base = self.root / SYMBOLS_DIR
         found = []
         for path in base.rglob("*" + SUFFIX):
             parts = path.relative_to(base).parts
             symbol = symbol_named((*parts[:-1], parts[-1][: -len(SUFFIX)]))
             if symbol is not None:
-                found.append(symbol)
+                if self._holds_symbol(path):
+                    found.append(symbol)
             elif path not in _warned_strays:
                 _warned_strays.add(path)
                 log.warning(messages.STRAY_FILE.format(path=path))
@@ -269,15 +299,74 @@ class SymbolDirectory:
         """The symbol's SymbolStats; KeyError if it has no file, unless ``create_within`` (the
         symbol limit) allows creating it."""
         path = self.path_of(symbol)
-        if not path.exists():
-            if create_within is None:
-                raise KeyError(symbol)
-            self._create(symbol, path, create_within)
+        for _ in range(OPEN_TRIES):   # again while deletes in other processes get in between
+            if not path.exists():
+                if create_within is None:
+                    raise KeyError(symbol)
+                created = self._create(symbol, path, create_within)
+                if created is not None:
+                    return created
+            try:
+                return self._open_file(symbol, path)
+            except FileNotFoundError:   # deleted by another process since the check
+                continue
+            except SymbolDeletedError:
+                self._finish_deleting(symbol, path)
+        raise KeyError(symbol)
+
+    def _open_file(self, symbol: str, path: Path) -> SymbolStats:
         return _open_symbol_file(path, symbol.encode(), self.max_k, self.max_batch, self.sync)
 
-    def _create(self, symbol: str, path: Path, max_symbols: int) -> None:
+    def delete(self, symbol: str) -> None:
+        """Delete the symbol's file (see the module doc); KeyError if it has none."""
+        path = self.path_of(symbol)
+        with self._thread_lock, self._locked():
+            try:
+                stats = self._open_file(symbol, path)
+            except FileNotFoundError:
+                raise KeyError(symbol) from None
+            except SymbolDeletedError:
+                self._unlink(path)   # a kill had left it: it was gone already
+                raise KeyError(symbol) from None
+            stats._delete()
+            _after_delete_commit()
+            self._unlink(path)
+
+    def _finish_deleting(self, symbol: str, path: Path) -> None:
+        """Unlink a file a kill left between a delete's commit and its unlink, if it is still
+        there (under the lock: no other process makes or removes the symbol's file meanwhile)."""
+        with self._thread_lock, self._locked():
+            self._unlink_if_deleted(symbol, path)
+
+    def _unlink_if_deleted(self, symbol: str, path: Path) -> None:
+        """(Under the lock) Unlink the symbol's file if it says the symbol was deleted."""
         try:
-            self._create_locked(symbol, path, max_symbols)
+            self._open_file(symbol, path)
+        except SymbolDeletedError:
+            self._unlink(path)
+        except (FileNotFoundError, StoreFormatError):
+            pass
+
+    def _unlink(self, path: Path) -> None:
+        path.unlink()
+        self._remove_empty_folders(path.parent)
+        self._sync_directory(path.parent if path.parent.exists() else self.root / SYMBOLS_DIR)
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """The folders a long symbol's file nested in (encode_symbol), once empty."""
+        base = self.root / SYMBOLS_DIR
+        while folder != base and folder.is_relative_to(base):
+            try:
+                folder.rmdir()
+            except OSError:   # not empty: another symbol's
+                return
+            folder = folder.parent
+
+    def _create(self, symbol: str, path: Path, max_symbols: int) -> SymbolStats | None:
+        """The new symbol's SymbolStats, opened before any delete can come in; None if another
+        process or thread made the file first."""
+        try:
+            return self._create_locked(symbol, path, max_symbols)
         except OSError as error:
             if error.errno in NO_SPACE and not isinstance(error, DiskFullError):
                 # No block or no inode for the new file: the disk is full for this symbol.
@@ -285,10 +374,10 @@ class SymbolDirectory:
                                     f"{error.strerror}", str(path)) from error
             raise
 
-    def _create_locked(self, symbol: str, path: Path, max_symbols: int) -> None:
+    def _create_locked(self, symbol: str, path: Path, max_symbols: int) -> SymbolStats | None:
         with self._thread_lock, self._locked():
             if path.exists():  # another process or thread was first
-                return
+                return None
             if len(self.symbols()) >= max_symbols:
                 raise TooManySymbolsError(max_symbols)
             temporary = self.root / TMP_DIR / f"{os.getpid()}-{threading.get_ident()}{SUFFIX}"
@@ -307,6 +396,7 @@ class SymbolDirectory:
             os.rename(temporary, path)
             if self.sync:
                 self._sync_directory(path.parent)
+            return self._open_file(symbol, path)
 
     # -- helpers -----------------------------------------------------------------------------------
 

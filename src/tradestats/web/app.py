@@ -82,7 +82,7 @@ def create_app(
     # Existing clients call both spellings; both must stay the same endpoint.
     route(("/add_batch/", "/add_batch"), add_batch)
     route(("/stats/", "/stats"), stats)
-    route(("/symbols",), SymbolsResource(shared_store))
+    route(("/symbols", "/symbols/"), SymbolsResource(shared_store))
     route(("/prices/", "/prices"), PricesResource(shared_store))
     route(("/health",), HealthResource())
     route(("/metrics",), MetricsResource(metrics))

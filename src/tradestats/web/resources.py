@@ -58,6 +58,10 @@ class SerializedStore:
         with refused_if_damaged(symbol):
             return self.store.stats(symbol, k)
 
+    def delete(self, symbol: str) -> None:
+        with self._lock, refused_if_damaged(symbol):
+            self.store.delete(symbol)
+
     def summary(self) -> list[dict]:
         """Every symbol with its count and last price, sorted by symbol."""
         with self._lock:
@@ -172,6 +176,14 @@ class SymbolsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"symbols": self._store.summary()}
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        symbol = required_symbol(req)
+        try:
+            self._store.delete(symbol)
+        except KeyError:
+            bad_request(messages.SYMBOL_NOT_FOUND.format(symbol=symbol))
+        resp.media = {"message": messages.SYMBOL_DELETED.format(symbol=symbol)}
 
 
 class PricesResource:
