@@ -14,6 +14,17 @@ set by the server) prometheus_client's multiprocess mode keeps them in files tha
 scrape sums, so a scrape on any worker covers all of them and a worker that restarts keeps
 what it counted. What the store holds (symbols, prices, roll-backs, damaged files) is read
 from the shared store itself at scrape time: no process keeps a copy that could disagree.
+
+Process metrics (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+``process_open_fds``, ``process_start_time_seconds``... prometheus_client's ProcessCollector)
+are per worker, labelled ``pid``: a scrape answered by any worker reads ``/proc`` for every live
+worker of the server (the workers that write to the multiprocess directory and share this
+worker's parent). Why not one aggregated series: only CPU seconds add up meaningfully; memory
+and descriptors need the largest worker as much as the sum (one worker leaking is the alert),
+and start times do not add at all. Prometheus sums or maxes over ``pid`` as needed; a restarted
+worker is a new series, and the series of workers gone stop (bounded: --workers at a time).
+The master only supervises and is not included. ``tradestats_build_info{version, python,
+server} 1`` says what runs (``server``: granian or gunicorn, from the scrape's own WSGI server).
 """
 from __future__ import annotations
 
@@ -23,16 +34,25 @@ import collections
 import logging
 import multiprocessing.util
 import os
+import platform
+import re
 import threading
 import time
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client import values
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    values,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from tradestats import __version__
 from tradestats.errors import StoreFormatError
 
 #: Request latency buckets, seconds: a GET takes tens of microseconds, a 10,000-value POST
@@ -76,6 +96,92 @@ class StoreCollector:
                                 value=damaged)
         yield CounterMetricFamily("tradestats_torn_batch_recoveries",
                                   "Batches of killed writers rolled back.", value=recoveries)
+
+
+#: prometheus_client's multiprocess files end in the pid of the process that wrote them.
+MULTIPROCESS_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of a live process, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()   # the name may hold spaces
+    except (OSError, IndexError):
+        return None
+    return int(fields[1])
+
+
+def server_worker_pids(directory: str | None) -> list[int]:
+    """This process and the live workers of the same server: those with files in the
+    multiprocess directory and this process's parent (a dead worker's pid, reused by an
+    unrelated process, has another)."""
+    own = os.getpid()
+    if not directory:
+        return [own]
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return [own]
+    written = {int(match.group(1)) for match in map(MULTIPROCESS_FILE.search, names) if match}
+    siblings = {pid for pid in written if pid != own and parent_pid(pid) == os.getppid()}
+    return sorted(siblings | {own})
+
+
+class WorkerProcessCollector:
+    """prometheus_client's process metrics for every worker, labelled ``pid`` (module
+    docstring: why per worker)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self._directory = directory
+        self._by_pid: dict[int, ProcessCollector] = {}
+
+    def _collector(self, pid: int) -> ProcessCollector:
+        if pid not in self._by_pid:
+            self._by_pid[pid] = ProcessCollector(pid=lambda: pid, registry=None)
+        return self._by_pid[pid]
+
+    def collect(self):
+        pids = server_worker_pids(self._directory)
+        for gone in set(self._by_pid) - set(pids):
+            del self._by_pid[gone]
+        families: dict[str, Metric] = {}
+        for pid in pids:
+            for family in self._collector(pid).collect():
+                labelled = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    labelled.add_sample(sample.name, {**sample.labels, "pid": str(pid)},
+                                        sample.value)
+        yield from families.values()
+
+
+#: SERVER_SOFTWARE's product (before any "/version") -> --server's name.
+SERVER_NAMES = {"granian": "granian", "gunicorn": "gunicorn"}
+
+
+def server_name(environ: dict) -> str:
+    """granian or gunicorn, from a request's WSGI environ: SERVER_SOFTWARE, which meinheld (a
+    gunicorn worker here) does not set, though its request body type names it; else what
+    SERVER_SOFTWARE says, or "unknown" (the app called in-process)."""
+    software = environ.get("SERVER_SOFTWARE", "").split("/", 1)[0].strip().lower()
+    if not software and type(environ.get("wsgi.input")).__module__ == "meinheld":
+        return "gunicorn"
+    return SERVER_NAMES.get(software, software or "unknown")
+
+
+class BuildInfoCollector:
+    """``tradestats_build_info{version, python, server} 1``."""
+
+    def __init__(self) -> None:
+        self.server = "unknown"   # set from each scrape's WSGI environ
+
+    def collect(self):
+        info = GaugeMetricFamily("tradestats_build_info",
+                                 "What runs: tradestats' version, Python's, the HTTP server.",
+                                 labels=["version", "python", "server"])
+        info.add_metric([__version__, platform.python_version(), self.server], 1)
+        yield info
 
 
 _pid = os.getpid()
@@ -129,6 +235,10 @@ class Metrics:
         if multiprocess:
             MultiProcessCollector(self.registry)
         self.registry.register(StoreCollector(store))
+        self.registry.register(WorkerProcessCollector(
+            os.environ.get("PROMETHEUS_MULTIPROC_DIR") if multiprocess else None))
+        self.build_info = BuildInfoCollector()
+        self.registry.register(self.build_info)
         self._pending: collections.deque = collections.deque()
         self._flush_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
@@ -179,8 +289,9 @@ class Metrics:
             except Exception:  # noqa: BLE001 - the metrics must never stop being moved
                 log.exception("moving request metrics failed")
 
-    def exposition(self) -> bytes:
+    def exposition(self, environ: dict | None = None) -> bytes:
         self.flush()
+        self.build_info.server = server_name(environ or {})
         return generate_latest(self.registry)
 
 
@@ -210,4 +321,4 @@ class MetricsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = self._metrics.exposition()
+        resp.data = self._metrics.exposition(req.env)
