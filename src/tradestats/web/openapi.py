@@ -14,9 +14,9 @@ How the document is laid out, and why:
   listed once.
 * Every operation lists every status the server can answer for it, including those written
   before the app sees the request. The HTTP server answers a malformed request 400, a request
-  line too long 414, a header block too large 431 (granian's 64 KiB buffer, gunicorn's limits),
-  a head that does not arrive in time 408 (meinheld; granian closes the connection without an
-  answer); the app answers a ``Content-Encoding`` it does not decode 415 on any route, a request
+  line too long 414, a header block too large or with too many fields 431 (granian: measured
+  at 300 KB or 200 fields; 100 KB passes), a head that does not arrive in time 408 (meinheld;
+  granian closes the connection without an answer); the app answers a ``Content-Encoding`` it does not decode 415 on any route, a request
   it had no memory or descriptor for 503. OpenAPI has no place for a method a path does not
   have, so 405 (with ``Allow``) is listed on each of the path's operations; an unknown path is
   404 (``components.responses.NotFound``, and the info description says so).
