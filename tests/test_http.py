@@ -5,7 +5,6 @@ import http.client
 import itertools
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -522,14 +521,6 @@ def test_every_flag_states_its_default_or_range():
                  "--graceful-timeout", "--workers", "--data-dir"):
         help_text = text.split(flag, 2)[-1].split("\n  --", 1)[0]
         assert "default" in help_text or ".." in help_text, (flag, help_text)
-
-
-ACCESS_LINE = re.compile(r"(GET|POST) \S+ \d{3} [\d.]+ ms")
-
-
-def test_no_access_log_unless_asked(server):
-    assert server.request("GET", "/health").status == 200
-    assert not ACCESS_LINE.search(server.log)
 
 
 @pytest.mark.parametrize("level", ["info", "warning"])

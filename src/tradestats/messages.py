@@ -73,7 +73,6 @@ API_KEY_TWICE = "--api-key (TRADESTATS_API_KEY) and --api-key-file (TRADESTATS_A
 PROTECT_READS_NEEDS_KEY = "--protect-reads needs an API key (--api-key or --api-key-file)"
 
 # --- tradestats-serve (command line and logs) -----------------------------------------------------
-ACCESS_LINE = "{method} {path} {status} {ms} ms"
 WORKER_CLASS_NEEDS_GUNICORN = "--worker-class chooses a gunicorn worker: use it with --server gunicorn"
 SSL_NEEDS_BOTH = "--ssl-certfile and --ssl-keyfile go together"
 SSL_NEEDS_GRANIAN = "HTTPS and HTTP/2 are served by granian only: drop --server gunicorn"
