@@ -12,7 +12,7 @@ extensions = [
         include_dirs=["src/tradestats"],
         extra_compile_args=["-O3"],
     )
-    for name in ("engine", "symbolfile", "filestore")
+    for name in ("engine", "symbolfile", "filestore", "envelope")
 ]
 
 setup(ext_modules=cythonize(extensions))

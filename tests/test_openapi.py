@@ -77,7 +77,8 @@ def test_aliases_are_named_in_their_path_description():
     for alias, path in aliases(doc).items():
         assert f"`{alias}`" in doc["paths"][path]["description"], alias
     assert aliases(doc) == {"/add_batch": "/add_batch/", "/stats": "/stats/",
-                            "/prices": "/prices/", "/symbols": "/symbols/"}
+                            "/prices": "/prices/", "/symbols": "/symbols/",
+                            "/envelope": "/envelope/"}
 
 
 def test_every_operation_is_tagged_with_a_declared_tag():

@@ -34,6 +34,7 @@ cdef class SymbolStats:
     cdef bint _checked             # keeps and checks checksums (a file)
     cdef bint _loading             # filling a new file (migration): departed sums set at the end
 
+    cdef object pyramid            # envelope.Pyramid, made at the first envelope() call
     cdef int _fault                # what the last check without the GIL found (symbolfile)
     cdef int64_t _fault_block      # ... and in which block
 
@@ -53,6 +54,7 @@ cdef class SymbolStats:
     cdef int raise_fault(self) except -1
     cdef void _compute_snapshot(self, Snapshot* snap) noexcept nogil
     cdef int _snapshot(self, Snapshot* out) except -1
+    cdef int _mapped_copy(self, void* out, const void* source, size_t n) except -1
     cdef int _mark_deleted(self) except -1
     cdef int _verify_state(self, bint recompute) except -1
 

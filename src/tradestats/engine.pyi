@@ -66,6 +66,8 @@ class Stats:
 def as_prices(values: Prices) -> "array[float]":
     """Validate a whole batch into array('d'); InvalidPriceError/TypeError before anything is stored."""
 
+from tradestats.envelope import Envelope
+
 class SymbolStats:
     """One symbol's rolling store over the windows 10**1 .. 10**max_k."""
     def __init__(self, max_k: int = 8) -> None: ...
@@ -87,6 +89,9 @@ class SymbolStats:
         """(prices added, the most recent price or None), both of one commit."""
     def prices(self, n: int) -> "array[float]":
         """The last n prices (fewer if fewer are held), oldest first, in one copy."""
+    def envelope(self, k: int, buckets: int = 200) -> Envelope:
+        """The last 10**k prices in about `buckets` (1..2000) aligned buckets, each with its
+        lowest and highest price; O(buckets) once this process built the pyramid."""
     def recover(self) -> bool:
         """Roll back a torn batch now if there is one; True if there was."""
     def verify(self, recompute: bool = True) -> None:
@@ -130,6 +135,8 @@ class Store:
         """KeyError for an unknown symbol, else SymbolStats.prices(n)."""
     def count_and_last(self, symbol: str) -> tuple[int, Optional[float]]:
         """KeyError for an unknown symbol, else SymbolStats.count_and_last()."""
+    def envelope(self, symbol: str, k: int, buckets: int = 200) -> Envelope:
+        """KeyError for an unknown symbol, else SymbolStats.envelope(k, buckets)."""
     def symbols(self) -> list[dict]:
         """[{"symbol", "count", "last"}, ...] sorted by symbol."""
     def delete(self, symbol: str) -> None:

@@ -519,6 +519,18 @@ cdef class SymbolStats:
         """(Store.delete) Mark this symbol deleted, for every process that reads it."""
         self._mark_deleted()
 
+    cdef int _mapped_copy(self, void* out, const void* source, size_t n) except -1:
+        """A reader's copy out of the state (a file store's is guarded: filestore.pyx)."""
+        memcpy(out, source, n)
+        return 0
+
+    def envelope(self, k, buckets=200):
+        """The last 10**k prices in about `buckets` buckets (at most 2,000), each with its lowest
+        and highest price: an Envelope (envelope.pyx), in O(buckets) once this process has
+        built the symbol's pyramid (one pass over the ring, the first time)."""
+        from tradestats.envelope import envelope
+        return envelope(self, k, buckets)
+
     cdef int _mark_deleted(self) except -1:
         """(Store.delete) From now on every read and add of this SymbolStats raises
         SymbolDeletedError (a file store's: filestore.pyx)."""
@@ -715,6 +727,10 @@ cdef class Store:
     def count_and_last(self, symbol):
         """(prices added, the most recent price or None) of symbol, of one commit."""
         return self._read(symbol, lambda target: target.count_and_last())
+
+    def envelope(self, symbol, k, buckets=200):
+        """SymbolStats.envelope of symbol (KeyError for an unknown symbol)."""
+        return self._read(symbol, lambda target: target.envelope(k, buckets))
 
     def symbols(self):
         """Every symbol with its count and last price (of one commit), sorted by symbol. A symbol

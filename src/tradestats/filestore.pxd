@@ -18,7 +18,6 @@ cdef class FileSymbolStats(SymbolStats):
     cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept
     cdef int _check_size(self) except -1
     cdef int _faulted(self) except -1
-    cdef int _mapped_copy(self, void* out, const void* source, size_t n) except -1
     cdef uint32_t _mapped_crc(self, uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF
     cdef array _copy_prices(self, int64_t count, int64_t wanted)
     cdef int _check_copied_prices(self, array out, int64_t count, uint32_t open_crc) except -1

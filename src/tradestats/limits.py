@@ -27,6 +27,8 @@ MAX_WORKERS = 256
 
 #: GET /prices/ returns at most this many prices.
 MAX_PRICES_PER_REQUEST = 10_000
+#: Buckets of GET /envelope/ when the request names none: about one per pixel of a phone's chart.
+DEFAULT_ENVELOPE_BUCKETS = 200
 
 #: A request head must arrive within this many seconds (and a kept-alive connection may stay
 #: silent this long), else the connection is closed (--request-timeout).

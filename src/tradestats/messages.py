@@ -11,6 +11,7 @@ MISSING_SYMBOL = "Missing symbol"
 SYMBOL_NOT_FOUND = "Symbol {symbol} not found"
 NOT_ENOUGH_DATA = "Not enough data points"
 INVALID_N = "Invalid n value"  # contract: GET /prices/
+INVALID_BUCKETS = "Invalid buckets value"  # GET /envelope/
 
 # --- POST /add_batch/ ---------------------------------------------------------------------------
 BATCH_ADDED = "Batch data added successfully"  # contract: the whole success body is this message

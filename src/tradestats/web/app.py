@@ -20,6 +20,7 @@ from tradestats.web.page import PAGE_FILES, PageResource
 from tradestats.web.protocol import ProtocolCheck
 from tradestats.web.resources import (
     AddBatchResource,
+    EnvelopeResource,
     HealthResource,
     PricesResource,
     SerializedStore,
@@ -84,6 +85,7 @@ def create_app(
     route(("/stats/", "/stats"), stats)
     route(("/symbols", "/symbols/"), SymbolsResource(shared_store))
     route(("/prices/", "/prices"), PricesResource(shared_store))
+    route(("/envelope/", "/envelope"), EnvelopeResource(shared_store))
     route(("/health",), HealthResource())
     route(("/metrics",), MetricsResource(metrics))
     document = openapi_document(max_k=store.max_k, max_batch=max_batch,

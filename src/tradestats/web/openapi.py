@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from tradestats import __version__, limits, messages
+from tradestats.envelope import MAX_BUCKETS
 from tradestats.web.access import is_protected
 
 JSON = "application/json"
@@ -150,6 +151,24 @@ def _prices() -> dict[str, Any]:
                     _digits_parameter("n", limits.MAX_PRICES_PER_REQUEST, messages.INVALID_N)])}
 
 
+def _envelope(max_k: int) -> dict[str, Any]:
+    optional_buckets = {**_digits_parameter("buckets", MAX_BUCKETS, messages.INVALID_BUCKETS),
+                        "required": False}
+    optional_buckets["schema"] = {**optional_buckets["schema"], "default": limits.DEFAULT_ENVELOPE_BUCKETS}
+    return {"get": _operation(
+        "statistics", "envelope",
+        "The whole window of the last 10**k prices as about `buckets` buckets, each with its "
+        "lowest and highest price (for charts: O(buckets) from a pyramid kept per worker)",
+        {"200": _json("The envelope", "Envelope"),
+         "400": _empty_or_error(
+             f"'{messages.INVALID_K}', '{messages.INVALID_BUCKETS}', "
+             f"'{messages.MISSING_SYMBOL}', '{messages.SYMBOL_NOT_FOUND}' or "
+             f"'{messages.NOT_ENOUGH_DATA}'; malformed HTTP."),
+         "500": _damaged_symbol()},
+        parameters=[_symbol_parameter(), _digits_parameter("k", max_k, messages.INVALID_K),
+                    optional_buckets])}
+
+
 def _symbols() -> dict[str, Any]:
     return {"get": _operation("symbols", "symbols",
                               "Every symbol with its count and last price, sorted by symbol",
@@ -213,6 +232,7 @@ def _paths(max_k: int, max_body_bytes: int) -> dict[str, dict[str, Any]]:
         "/add_batch/": _aliased(_add_batch(max_body_bytes), "/add_batch"),
         "/stats/": _aliased(_stats(max_k), "/stats"),
         "/prices/": _aliased(_prices(), "/prices"),
+        "/envelope/": _aliased(_envelope(max_k), "/envelope", "like /stats/ and /prices/"),
         "/symbols/": _aliased({**_symbols(), **_delete_symbol()}, "/symbols",
                                "the contract lists with GET /symbols and deletes with "
                                "DELETE /symbols/"),
@@ -277,6 +297,23 @@ def _components(max_batch: int) -> dict[str, Any]:
                    "properties": {"symbol": {"type": "string"},
                                   "prices": {"type": "array", "items": {"type": "number"},
                                              "maxItems": limits.MAX_PRICES_PER_REQUEST}}},
+        "Envelope": {
+            "type": "object", "additionalProperties": False,
+            "required": ["symbol", "k", "count", "start", "bucket_prices", "min", "max"],
+            "description": "The window is positions start .. count - 1 (a position counts the "
+                           "symbol's prices from 0). Bucket i covers positions "
+                           "max(start, (start // bucket_prices + i) * bucket_prices) .. "
+                           "min(count, (start // bucket_prices + i + 1) * bucket_prices) - 1: "
+                           "buckets are aligned to multiples of bucket_prices (1, 2 or 5 times "
+                           "a power of ten), so the first and last may be partial.",
+            "properties": {"symbol": {"type": "string"}, "k": {"type": "integer", "minimum": 1},
+                           "count": {"type": "integer", "minimum": 0},
+                           "start": {"type": "integer", "minimum": 0},
+                           "bucket_prices": {"type": "integer", "minimum": 1},
+                           "min": {"type": "array", "items": {"type": "number"},
+                                   "maxItems": MAX_BUCKETS + 1},
+                           "max": {"type": "array", "items": {"type": "number"},
+                                   "maxItems": MAX_BUCKETS + 1}}},
         "Health": {"type": "object", "required": ["status"], "additionalProperties": False,
                    "properties": {"status": {"const": messages.HEALTH_OK}}},
         "Error": {"type": "object", "required": ["detail"], "additionalProperties": False,

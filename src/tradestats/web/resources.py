@@ -19,6 +19,7 @@ from tradestats import (
     limits,
     messages,
 )
+from tradestats.envelope import MAX_BUCKETS
 from tradestats.web.batch_body import parse_batch_body
 from tradestats.web.errors import bad_request
 from tradestats.web.inputs import (
@@ -70,6 +71,11 @@ class SerializedStore:
     def prices(self, symbol: str, n: int) -> list[float]:
         with refused_if_damaged(symbol):
             return self.store.prices(symbol, n).tolist()
+
+    def envelope(self, symbol: str, k: int, buckets: int):
+        # In the heap an envelope reads the ring, where an add without the GIL may be writing.
+        with self._lock, refused_if_damaged(symbol):
+            return self.store.envelope(symbol, k, buckets)
 
 
 @contextlib.contextmanager
@@ -200,6 +206,32 @@ class PricesResource:
         except KeyError:
             bad_request(messages.SYMBOL_NOT_FOUND.format(symbol=symbol))
         resp.media = {"symbol": symbol, "prices": prices}
+
+
+class EnvelopeResource:
+    """The chart's view of a whole window: min and max per bucket (SymbolStats.envelope)."""
+
+    def __init__(self, store: SerializedStore) -> None:
+        self._store = store
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        symbol = required_symbol(req)
+        k = strict_integer(req, "k", 1, self._store.max_k)
+        if k is None:
+            bad_request(messages.INVALID_K)
+        buckets = limits.DEFAULT_ENVELOPE_BUCKETS if "buckets" not in req.params else \
+            strict_integer(req, "buckets", 1, MAX_BUCKETS)
+        if buckets is None:
+            bad_request(messages.INVALID_BUCKETS)
+        try:
+            envelope = self._store.envelope(symbol, k, buckets)
+        except KeyError:
+            bad_request(messages.SYMBOL_NOT_FOUND.format(symbol=symbol))
+        except NotEnoughDataError:
+            bad_request(messages.NOT_ENOUGH_DATA)
+        resp.media = {"symbol": symbol, "k": k, "count": envelope.count, "start": envelope.start,
+                      "bucket_prices": envelope.bucket_prices, "min": envelope.min.tolist(),
+                      "max": envelope.max.tolist()}
 
 
 class HealthResource:
