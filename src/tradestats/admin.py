@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tradestats import Store, StoreFormatError
-from tradestats.filestore import WritersLock
+from tradestats.filestore import WritersLock, _open_symbol_file
 from tradestats.storage import META_NAME, SYMBOLS_DIR, TMP_DIR, VERSION, read_meta
 
 COPY_CHUNK = 1 << 20
@@ -95,6 +95,10 @@ def backup(root: Path, dest: Path) -> int:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with WritersLock(stats):   # no batch of this symbol is written meanwhile
             copied += copy_sparse(Path(stats.path), target)
+        # Disk for what the copy's header says is reserved (allocated but unwritten blocks
+        # are holes to SEEK_DATA): a server on the copy must never meet a hole it relies on.
+        _open_symbol_file(target, symbol.encode(), store.max_k, store.max_batch,
+                          False)._reserve_held()
         print(f"copied  {symbol!r}: {len(stats):,} prices")
     for folder in sorted({path.parent for path in dest.rglob("*")} | {dest}, reverse=True):
         sync_directory(folder)

@@ -64,6 +64,7 @@ cdef class Store:
     cdef object _directory         # storage.SymbolDirectory for a file store, else None
     cdef readonly int max_symbols
     cdef readonly int max_k
+    cdef public object admit       # admit(symbol) before a write opens or creates it, or None
 
     cdef SymbolStats _create(self, symbol)
     cdef SymbolStats _open(self, symbol)

@@ -664,6 +664,8 @@ cdef class Store:
 
     cdef SymbolStats _create(self, symbol):
         cdef SymbolStats target
+        if self.admit is not None:   # e.g. a cluster node: is the symbol still ours?
+            self.admit(symbol)
         if self._directory is not None:
             self._forget_deleted()
             target = self._directory.open(symbol, create_within=self.max_symbols)

@@ -259,25 +259,41 @@ cdef class FileSymbolStats(SymbolStats):
         symbol is deleted (layout.pxd): one more commit, the state unchanged. Every mapping of
         the file in every process sees it at its next read or write. SymbolDeletedError if it
         already is."""
+        with WritersLock(self):
+            self._publish_deleted()
+        return 0
+
+    def _hand_over(self, copy):
+        """(A cluster's move, under the store's lock) copy(path) of the file's committed state,
+        then the symbol deleted, both under one hold of the writers' lock: no batch can be
+        committed here after the copy was taken."""
+        with WritersLock(self):
+            self._recover_if_torn()
+            if self.file.snapshot[self.file.generation & 1].flags & SNAPSHOT_DELETED:
+                raise SymbolDeletedError(self.path)
+            copy(self.path)
+            self._publish_deleted()
+
+    cdef int _publish_deleted(self) except -1:
+        """(Under the writers' lock) The deleting commit of _mark_deleted."""
         cdef SymbolFile* f = self.file
         cdef uint64_t g
         cdef Snapshot* deleted
-        with WritersLock(self):
-            self._recover_if_torn()
-            g = f.generation
-            if f.snapshot[g & 1].flags & SNAPSHOT_DELETED:
-                raise SymbolDeletedError(self.path)
-            self._mark_writing(g)
-            deleted = &f.snapshot[(g + 1) & 1]
-            memcpy(deleted, &f.snapshot[g & 1], sizeof(Snapshot))
-            deleted.flags |= SNAPSHOT_DELETED
-            deleted.crc = snapshot_crc(deleted)
-            if self._sync:   # the new slot on disk before the word that publishes it
-                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
-            crash_point()
-            ts_store_release(&f.generation, g + 1)
-            if self._sync:
-                self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
+        self._recover_if_torn()
+        g = f.generation
+        if f.snapshot[g & 1].flags & SNAPSHOT_DELETED:
+            raise SymbolDeletedError(self.path)
+        self._mark_writing(g)
+        deleted = &f.snapshot[(g + 1) & 1]
+        memcpy(deleted, &f.snapshot[g & 1], sizeof(Snapshot))
+        deleted.flags |= SNAPSHOT_DELETED
+        deleted.crc = snapshot_crc(deleted)
+        if self._sync:   # the new slot on disk before the word that publishes it
+            self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, False)
+        crash_point()
+        ts_store_release(&f.generation, g + 1)
+        if self._sync:
+            self._synced_or_rolled_back(msync(f, f.header_bytes, MS_SYNC), g, True)
         return 0
 
     cdef int _verify_state(self, bint recompute) except -1:
@@ -534,6 +550,18 @@ cdef class FileSymbolStats(SymbolStats):
         with nogil:   # a store into the header page (see _write_file_batch)
             f.reserved = target
         return 0
+
+    def _reserve_held(self):
+        """(A sparse copy of a file: backup, a cluster's move) Disk blocks again for all its
+        header says are reserved: the copy skipped blocks allocated but never written, and a
+        store into one of them on a full disk would be a SIGBUS."""
+        cdef SymbolFile* f = self.file
+        cdef int64_t held = f.reserved, offset
+        reserve(self.fd, f.ring_offset, held * <int64_t>sizeof(double), self.path)
+        reserve(self.fd, f.blocks_offset, min((held + BLOCK_PRICES - 1) // BLOCK_PRICES, f.blocks)
+                * <int64_t>sizeof(BlockRecord), self.path)
+        for offset in (f.lows_offset, f.highs_offset):
+            reserve(self.fd, offset, min(held, f.capacity) * <int64_t>sizeof(uint32_t), self.path)
 
     # -- loading: a new file from another file's prices (migration) -----------------------------
 

@@ -12,6 +12,7 @@ SYMBOL_NOT_FOUND = "Symbol {symbol} not found"
 NOT_ENOUGH_DATA = "Not enough data points"
 INVALID_N = "Invalid n value"  # contract: GET /prices/
 INVALID_BUCKETS = "Invalid buckets value"  # GET /envelope/
+QUERY_SYMBOL_DIFFERS = "symbol in the query ({query!r}) is not the body's ({body!r})"
 
 # --- POST /add_batch/ ---------------------------------------------------------------------------
 BATCH_ADDED = "Batch data added successfully"  # contract: the whole success body is this message
@@ -72,6 +73,7 @@ API_KEY_CHARACTERS = ("the API key must be printable ASCII without spaces (it tr
 API_KEY_EMPTY = "--api-key (TRADESTATS_API_KEY) is empty: an empty key would protect nothing"
 API_KEY_TWICE = "--api-key (TRADESTATS_API_KEY) and --api-key-file (TRADESTATS_API_KEY_FILE) exclude each other"
 PROTECT_READS_NEEDS_KEY = "--protect-reads needs an API key (--api-key or --api-key-file)"
+CLUSTER_NEEDS_NODE = "--cluster and --node go together (the placement file and this node's name in it)"
 
 # --- tradestats-serve (command line and logs) -----------------------------------------------------
 WORKER_CLASS_NEEDS_GUNICORN = "--worker-class chooses a gunicorn worker: use it with --server gunicorn"

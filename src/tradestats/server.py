@@ -61,6 +61,8 @@ class ServeSettings:
     ssl_keyfile: Path | None = None
     api_key: str | None = dataclasses.field(default=None, repr=False)
     protect_reads: bool = False
+    cluster: Path | None = None
+    node: str | None = None
 
     def open_store(self) -> Store:
         return Store(max_symbols=self.max_symbols, max_k=self.max_k, path=self.data_dir,
@@ -86,7 +88,16 @@ class ServeSettings:
 
         return create_app(self.open_store(), max_batch=self.max_batch,
                           max_body_bytes=self.max_body_bytes, access_log=self.access_log,
-                          api_key=self.api_key, protect_reads=self.protect_reads)
+                          api_key=self.api_key, protect_reads=self.protect_reads,
+                          placement=self.placement())
+
+    def placement(self):
+        """A cluster node's view of the placement file, or None (not in a cluster)."""
+        if self.cluster is None:
+            return None
+        from tradestats.cluster.placement import PlacementFile
+
+        return PlacementFile(self.cluster, self.node)
 
 
 def worst_case_disk_bytes(max_k: int, max_symbols: int, max_batch: int) -> int:
@@ -293,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the pages' files)",
     )
     parser.add_argument(
+        "--cluster", type=readable_file, default=None, metavar="PATH",
+        help="this server is a node of a cluster (tradestats-cluster): the placement file that "
+        "says which node owns each symbol; a symbol another node owns is refused with 421",
+    )
+    parser.add_argument(
+        "--node", default=None, metavar="NAME",
+        help="with --cluster: this node's name in the placement file",
+    )
+    parser.add_argument(
         "--sync", action="store_true",
         help="sync each batch to disk before acknowledging it (survives power loss; slower). "
         "Without it a batch survives any crash or kill of a process, not of the machine",
@@ -315,6 +335,7 @@ def parse_settings(argv: Sequence[str] | None = None,
     if (args.ssl_certfile or args.http != "1") and args.server != "granian":
         parser.error(messages.SSL_NEEDS_GRANIAN)
     api_key = read_api_key(parser, args)
+    check_cluster(parser, args)
     data_dir = args.data_dir
     if args.ephemeral:
         shm = Path("/dev/shm")
@@ -324,6 +345,20 @@ def parse_settings(argv: Sequence[str] | None = None,
                     for field in dataclasses.fields(ServeSettings)
                     if field.name not in ("data_dir", "api_key")}
     return ServeSettings(**from_options, data_dir=data_dir, api_key=api_key)
+
+
+def check_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--cluster and --node go together, and the node must be in the placement file."""
+    if (args.cluster is None) != (args.node is None):
+        parser.error(messages.CLUSTER_NEEDS_NODE)
+    if args.cluster is None:
+        return
+    from tradestats.cluster.placement import PlacementFile
+
+    try:
+        PlacementFile(args.cluster, args.node)
+    except (ValueError, KeyError, TypeError) as error:
+        parser.error(f"--cluster {args.cluster}: {error}")
 
 
 def read_api_key(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:

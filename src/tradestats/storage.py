@@ -332,6 +332,37 @@ class SymbolDirectory:
             _after_delete_commit()
             self._unlink(path)
 
+    def hand_over(self, symbol: str, receive) -> None:
+        """(A cluster's move) receive(path) with the symbol's file in a committed state, then
+        the symbol deleted here, both under its writers' lock (and the store's): a batch
+        committed here is in the copy or was never acknowledged. KeyError if it has no file."""
+        path = self.path_of(symbol)
+        with self._thread_lock, self._locked():
+            try:
+                stats = self._open_file(symbol, path)
+            except (FileNotFoundError, SymbolDeletedError):
+                raise KeyError(symbol) from None
+            stats._hand_over(receive)
+            self._unlink(path)
+
+    def take_in(self, symbol: str, source: Path, copy) -> None:
+        """(A cluster's move) The symbol's file made here from source by copy(source, target),
+        synced, then renamed into place: whole or absent, whatever stops it. Beyond
+        max_symbols if need be (the symbol already counted on the node it came from)."""
+        path = self.path_of(symbol)
+        with self._thread_lock, self._locked():
+            temporary = self.root / TMP_DIR / f"moving-in-{os.getpid()}{SUFFIX}"
+            try:
+                copy(source, temporary)
+                os.chmod(temporary, self.file_mode)
+                self._open_file(symbol, temporary)._reserve_held()
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+            self._make_folders(path.parent)
+            os.rename(temporary, path)
+            self._sync_directory(path.parent, always=True)
+
     def _finish_deleting(self, symbol: str, path: Path) -> None:
         """Unlink a file a kill left between a delete's commit and its unlink, if it is still
         there (under the lock: no other process makes or removes the symbol's file meanwhile)."""

@@ -11,7 +11,9 @@ from falcon import media
 
 from tradestats import Store, limits
 from tradestats.web.access import ApiKeyCheck
+from tradestats.cluster.placement import PlacementFile
 from tradestats.web.access_log import AccessLog
+from tradestats.web.cluster import ClusteredStore
 from tradestats.web.docs import SWAGGER_UI_FILES, DocsResource, OpenApiResource
 from tradestats.web.errors import out_of_resources, serialize_error
 from tradestats.web.metrics import Metrics, MetricsMiddleware, MetricsResource
@@ -45,17 +47,22 @@ def create_app(
     access_log: bool = False,
     api_key: str | None = None,
     protect_reads: bool = False,
+    placement: PlacementFile | None = None,
 ) -> falcon.App:
     """The WSGI application over ``store``.
 
     ``max_k`` and ``max_symbols`` build a new Store when none is given; a given store keeps its own
     limits, and its ``max_k`` bounds the ``k`` parameter either way. With ``api_key`` every write
     (and with ``protect_reads`` every read of data) needs ``Authorization: Bearer <key>``
-    (web/access.py).
+    (web/access.py). With ``placement`` (a cluster node's: web/cluster.py) a symbol another
+    node owns is refused with 421.
     """
     if store is None:
         store = Store(max_symbols=max_symbols, max_k=max_k)
     shared_store = SerializedStore(store)
+    if placement is not None:
+        store.admit = placement.admit
+        shared_store = ClusteredStore(shared_store, placement, api_key)
     metrics = Metrics(store)
 
     middleware = [MetricsMiddleware(metrics), ProtocolCheck()]
@@ -90,7 +97,7 @@ def create_app(
     route(("/metrics",), MetricsResource(metrics))
     document = openapi_document(max_k=store.max_k, max_batch=max_batch,
                                 max_body_bytes=max_body_bytes, api_key=bool(api_key),
-                                protect_reads=protect_reads)
+                                protect_reads=protect_reads, cluster=placement is not None)
     route(("/openapi.json",), OpenApiResource(document))
     route(("/docs",), DocsResource())
     app.add_static_route("/docs/assets", str(SWAGGER_UI_FILES))

@@ -325,7 +325,8 @@ def _components(max_batch: int) -> dict[str, Any]:
 
 
 def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int,
-                     api_key: bool = False, protect_reads: bool = False) -> dict[str, Any]:
+                     api_key: bool = False, protect_reads: bool = False,
+                     cluster: bool = False) -> dict[str, Any]:
     document = {
         "openapi": "3.1.0",
         "info": {"title": "tradestats", "version": __version__,
@@ -340,7 +341,24 @@ def openapi_document(*, max_k: int, max_batch: int, max_body_bytes: int,
     }
     if api_key:
         _require_key(document, protect_reads)
+    if cluster:
+        _place_symbols(document)
     return document
+
+
+def _place_symbols(document: dict[str, Any]) -> None:
+    """A cluster node (--cluster): each operation on one symbol may be 421 (another node owns
+    it) or 503 while it moves (web/cluster.py)."""
+    for item in document["paths"].values():
+        for method, operation in _operations(item):
+            names = [parameter["name"] for parameter in operation.get("parameters", [])]
+            if "symbol" not in names and method != "post":
+                continue
+            operation["responses"]["421"] = _error(
+                "The symbol belongs to another node of the cluster (named); nothing stored.")
+            operation["responses"]["503"]["description"] += (
+                " In a cluster also while the symbol moves to another node (Retry-After).")
+            operation["responses"] = dict(sorted(operation["responses"].items()))
 
 
 def _require_key(document: dict[str, Any], protect_reads: bool) -> None:

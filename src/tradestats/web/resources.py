@@ -63,10 +63,11 @@ class SerializedStore:
         with self._lock, refused_if_damaged(symbol):
             self.store.delete(symbol)
 
-    def summary(self) -> list[dict]:
-        """Every symbol with its count and last price, sorted by symbol."""
+    def summary(self, local: bool = False) -> tuple[list[dict], list[str]]:
+        """Every symbol with its count and last price, sorted by symbol (and no node missing:
+        a cluster node's view lists its peers' too, web/cluster.py)."""
         with self._lock:
-            return self.store.symbols()
+            return self.store.symbols(), []
 
     def prices(self, symbol: str, n: int) -> list[float]:
         with refused_if_damaged(symbol):
@@ -116,6 +117,10 @@ class AddBatchResource:
         body = read_bounded_body(req, self._max_body_bytes)
         with self._parse_gate:
             symbol, values = parse_batch_body(req, body, self._max_batch)
+        routed_by = req.params.get("symbol")
+        if routed_by is not None and routed_by != symbol:
+            # ?symbol= is what a router routes by: it must be the symbol stored.
+            bad_request(messages.QUERY_SYMBOL_DIFFERS.format(query=routed_by, body=symbol))
         with self._add_gate:
             self._add(resp, symbol, values)
 
@@ -181,7 +186,10 @@ class SymbolsResource:
         self._store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"symbols": self._store.summary()}
+        rows, missing = self._store.summary(local=req.get_param("local") == "1")
+        if missing:   # a cluster's listing without the nodes that did not answer
+            resp.set_header("X-Tradestats-Missing-Nodes", ",".join(missing))
+        resp.media = {"symbols": rows}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         symbol = required_symbol(req)
