@@ -37,7 +37,7 @@ static uint32_t ts_crc32c_extend_sse42(uint32_t crc, const void *data, size_t n)
 static int ts_crc32c_in_hardware(void) { return 0; }
 #endif
 
-static uint32_t ts_crc32c_sse42(const void *data, size_t n) {
+static inline uint32_t ts_crc32c_sse42(const void *data, size_t n) {
     return ts_crc32c_extend_sse42(0, data, n);
 }
 
