@@ -278,6 +278,61 @@ def test_a_body_over_the_limit_is_refused_by_haproxy_as_the_node_would(cluster):
         413, {"detail": "Request body is larger than the limit of 524288 bytes"})
 
 
+def write_until_stopped(port: int, symbol: str, stop: threading.Event, acknowledged: list,
+                        refused: list) -> None:
+    """Batches of 5 prices through the front, about 50 a second, each retried until
+    acknowledged (503 while the symbol moves, 421 from a node that just gave it away); at most
+    190 of them (the window of 10^3 keeps them all)."""
+    try:
+        for batch in range(190):
+            values = [float(batch * 5 + i) for i in range(5)]
+            while True:
+                reply = post_batch(port, symbol, values)
+                if reply.status == 200:
+                    acknowledged.extend(values)
+                    break
+                refused.append(reply.status)
+                assert reply.status in (421, 503), (reply.status, reply.body)
+                time.sleep(0.01)
+            if stop.is_set():
+                return
+            time.sleep(0.02)
+    except Exception as error:  # noqa: BLE001 (the test asserts on it)
+        refused.append(error)
+
+
+@needs_haproxy
+def test_move_under_load_loses_and_doubles_nothing(cluster, fed):
+    symbol = "MOVING"
+    source = cluster.placement.owner(symbol)
+    target = next(name for name in NODES if name != source)
+    acknowledged, refused, stop = [], [], threading.Event()
+    writer = threading.Thread(target=write_until_stopped,
+                              args=(cluster.port, symbol, stop, acknowledged, refused))
+    writer.start()
+    try:
+        cluster.wait_until(lambda: len(acknowledged) >= 50, "no batch acknowledged", 10)
+        done = subprocess.run(cluster_command("move", symbol, "--to", target, "--data-dir",
+                                              cluster.directory),
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"from {source} to {target}" in done.stdout
+        written = len(acknowledged)
+        cluster.wait_until(lambda: len(acknowledged) >= written + 25, "no write after the move", 10)
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert all(isinstance(status, int) for status in refused), refused
+    reply = request(cluster.port, "GET", f"/prices/?symbol={symbol}&n=1000")
+    assert reply.status == 200 and reply.json()["prices"] == acknowledged
+    assert stored_on(cluster, symbol) == [target]
+    assert Placement.read(cluster.directory / "placement.json").owner(symbol) == target
+    reply = stats(cluster.node_port(source), symbol, 1)
+    assert (reply.status, reply.json()["detail"]) == (
+        421, f"Symbol {symbol} belongs to node {target} ({cluster.placement.url(target)})")
+
+
 @needs_haproxy
 def test_a_killed_node_answers_503_then_comes_back_with_its_data(cluster, fed):
     victim = "node2"
