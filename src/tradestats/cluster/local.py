@@ -90,7 +90,10 @@ def find_haproxy() -> str | None:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen there now (connections of a stopped one in TIME_WAIT do
+    not count: servers set SO_REUSEADDR, and so does this probe)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
