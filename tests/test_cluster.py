@@ -99,10 +99,10 @@ def batches(symbol_index: int) -> list[list[float]]:
 class Cluster:
     """``tradestats-cluster up`` as a subprocess."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, log_name: str = "up.log") -> None:
         self.directory = directory
         self.port = free_port_run(len(NODES) + 1)
-        self.log_path = directory.parent / "up.log"
+        self.log_path = directory.parent / log_name
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 cluster_command("up", "--nodes", len(NODES), "--port", self.port,
@@ -137,15 +137,15 @@ class Cluster:
     def node_port(self, name: str) -> int:
         return int(self.placement.url(name).rsplit(":", 1)[1])
 
-    def stop(self) -> int:
+    def stop(self, signum: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"up ignored SIGTERM for 30 s:\n{self.log}")
+                raise AssertionError(f"up ignored signal {signum} for 30 s:\n{self.log}")
         return self.process.returncode
 
 
@@ -163,19 +163,26 @@ def cluster(tmp_path_factory):
     if HAPROXY is None:
         pytest.skip("haproxy is not installed")
     running = Cluster(tmp_path_factory.mktemp("cluster") / "DIR")
-    pids = [running.state()["haproxy"]["pid"]]
     try:
         yield running
     finally:
-        pids += [node["pid"] for node in running.state()["nodes"].values()] \
-            if (running.directory / "cluster.json").exists() else []
-        status = running.stop()
-    assert status == 0, f"up exited {status} on SIGTERM:\n{running.log}"
+        stop_and_check(running)
+
+
+def stop_and_check(cluster: Cluster, signum: int = signal.SIGTERM) -> None:
+    """Exit 0 on the signal, every process it ran gone, its cluster.json too."""
+    if cluster.process.poll() is not None:
+        return
+    state = cluster.state()
+    pids = [state["haproxy"]["pid"], *(node["pid"] for node in state["nodes"].values())]
+    status = cluster.stop(signum)
+    assert status == 0, f"up exited {status} on signal {signum}:\n{cluster.log}"
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in pids if alive(pid)], running.log
-    assert not (running.directory / "cluster.json").exists()
+    assert not [pid for pid in pids if alive(pid)], cluster.log
+    assert not (cluster.directory / "cluster.json").exists()
+    assert not (cluster.directory / "haproxy.sock").exists()
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +369,24 @@ def test_a_killed_node_answers_503_then_comes_back_with_its_data(cluster, fed):
     cluster.wait_until(lambda: stats(cluster.port, mine[0], 1).status == 200, "not back", 20)
     assert {symbol: stats(cluster.port, symbol, 2).json() for symbol in mine} == before
     assert f"{victim} exited (signal SIGKILL)" in cluster.log
+
+
+@needs_haproxy
+def test_up_again_on_the_same_directory_keeps_every_price_and_every_move(cluster, fed):
+    def snapshot(port: int) -> dict:
+        return {symbol: stats(port, symbol, 2).json() for symbol in SYMBOLS} | {
+            "MOVING": request(port, "GET", "/prices/?symbol=MOVING&n=1000").json()}
+    placement = Placement.read(cluster.directory / "placement.json")
+    assert "MOVING" in placement.overrides  # test_move_under_load's
+    before = snapshot(cluster.port)
+    stop_and_check(cluster)
+    again = Cluster(cluster.directory, "up-again.log")
+    try:
+        assert Placement.read(cluster.directory / "placement.json") == placement
+        assert snapshot(again.port) == before
+        assert stored_on(again, "MOVING") == [placement.owner("MOVING")]
+    finally:
+        stop_and_check(again, signal.SIGINT)  # Ctrl-C
 
 
 # -- HAProxy's own answers, against fake nodes ----------------------------------------------------
