@@ -465,6 +465,13 @@ def test_haproxy_s_own_errors_are_json(tmp_path):
             reply = stats(port, symbol_of[name], 1)
             assert (reply.status, reply.json()) == (status, {"detail": detail}), name
             assert reply.headers["Retry-After"] == "1"
+        # A head HAProxy's HTTP/1 parser refuses is answered before any configuration applies:
+        # 400 with HAProxy's built-in HTML body (granian answers such a head with an empty one).
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n")
+            response = http.client.HTTPResponse(connection)
+            response.begin()
+            assert response.status == 400
         # A body to be routed by its content that does not arrive in time.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
             connection.sendall(b"POST /add_batch/ HTTP/1.1\r\nHost: x\r\nContent-Type: "

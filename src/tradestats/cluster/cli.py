@@ -70,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--max-body-bytes", type=positive, default=DEFAULT_MAX_BODY_BYTES,
                     help="largest /add_batch/ body (nodes and HAProxy)")
     for flag, (default, meaning) in NODE_OPTIONS.items():
-        up.add_argument(flag, default=default, help=meaning + " (passed to each node)")
+        given = f"default {default}; " if default is not None else ""
+        up.add_argument(flag, default=default, help=f"{meaning} ({given}passed to each node)")
 
     config = commands.add_parser("haproxy-config",
                                  help="print the HAProxy configuration of a real deployment")
@@ -80,10 +81,11 @@ def parser() -> argparse.ArgumentParser:
     nodes.add_argument("--placement", type=Path, help="a placement.json to take the nodes from")
     config.add_argument("--bind", default=":80", help="what HAProxy listens on (default :80)")
     config.add_argument("--maps-dir", type=Path, default=Path("/etc/haproxy/tradestats"),
-                        help="where the maps (and placement.json) live")
+                        help="where the maps (and placement.json) live (default "
+                             "/etc/haproxy/tradestats)")
     config.add_argument("--stats-socket", type=Path,
-                        help="HAProxy's runtime API socket (default MAPS_DIR/haproxy.sock, where "
-                             "`move --data-dir MAPS_DIR` looks for it)")
+                        help="HAProxy's runtime API socket, through which a move switches a "
+                             "symbol's route (default MAPS_DIR/haproxy.sock)")
     config.add_argument("--user", default="haproxy",
                         help="user and group HAProxy drops to ('' for none)")
     config.add_argument("--log", default="/dev/log", help="where HAProxy logs ('' for nowhere)")

@@ -154,10 +154,11 @@ def node_backend(name: str, url: str) -> list[str]:
 
 
 def any_node_backend(placement: Placement) -> list[str]:
-    servers = [f"    server {name} {server_address(url)}" for name, url in placement.nodes]
+    # Each server is UP or DOWN as its node's own backend says (no second set of checks).
+    servers = [f"    server {name} {server_address(url)} track {name}/{name}"
+               for name, url in placement.nodes]
     # Nothing here is bound to a node: a connection refused may be tried on another one.
-    return [f"backend {ANY_NODE}", "    balance roundrobin", "    option redispatch",
-            *health_checked(), *servers]
+    return [f"backend {ANY_NODE}", "    balance roundrobin", "    option redispatch", *servers]
 
 
 def haproxy_config(placement: Placement, *, bind: str, maps_dir: Path,
