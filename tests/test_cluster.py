@@ -253,8 +253,9 @@ def test_a_node_refuses_a_symbol_it_does_not_own_naming_the_owner(cluster, fed):
 
 @needs_haproxy
 def test_a_body_haproxy_cannot_route_is_refused_elsewhere_never_stored_twice(cluster):
-    # HAProxy 2.6's json_query does not decode \\u escapes (Python's default for non-ASCII):
-    # such a body reaches a node that may not own it, which refuses it naming the owner.
+    # HAProxy 2.6's json_query decodes \u00fc as the byte FC, not UTF-8 (Python escapes
+    # non-ASCII by default): such a body reaches a node that may not own it, which refuses it
+    # naming the owner.
     symbol = "ünroutable"
     owner = cluster.placement.owner(symbol)
     body = json.dumps({"symbol": symbol, "values": [1.0]}).encode()

@@ -1,4 +1,4 @@
-"""The HAProxy 2.6 configuration in front of a cluster's nodes, and HAProxy's runtime API.
+r"""The HAProxy 2.6 configuration in front of a cluster's nodes, and HAProxy's runtime API.
 
 Routing (README, "Cluster"): a request's symbol is its ``symbol`` URL parameter, decoded as a
 form value (``+`` is a space), else for a POST the body's ``$.symbol``. Its owner is the
@@ -9,6 +9,16 @@ backend. Requests without a symbol (``/symbols``, ``/health``, the page, ``/docs
 ``/metrics``), and bodies HAProxy cannot read a symbol from, go to any live node: a node
 refuses a symbol it does not own (421 naming the owner), so a body routed blindly is never
 stored twice.
+
+Measured with HAProxy 2.6.12: ``json_query`` decodes ``\uXXXX`` to one byte per escape
+(``\u00fc`` gives 0xFC, not UTF-8's C3 BC) and finds nothing in ``\/``; a body whose
+non-ASCII symbol is written escaped (Python's ``json.dumps`` default) is therefore routed by the
+wrong bytes, always to the same node, which answers 421 unless it happens to be the owner.
+Naming the symbol in the URL (``?symbol=``, as tradestats.client does) or sending raw UTF-8
+routes it. A whole body of up to the nodes' body limit fits in HAProxy's buffer
+(``tune.bufsize``), so a symbol after a 10,000-value array is found; HAProxy's buffers are
+allocated per request in flight, not per connection, so this costs memory only for the bodies
+being received.
 """
 from __future__ import annotations
 
