@@ -61,8 +61,15 @@ def test_a_write_with_the_key_is_stored(header):
 def test_reads_stay_open_unless_protected():
     open_reads = client_for(api_key=KEY)
     assert post(open_reads, {"Authorization": f"Bearer {KEY}"}).status_code == 200
-    for path in ("/stats/?symbol=AAPL&k=1", "/symbols", "/prices/?symbol=AAPL&n=3", "/health"):
+    for path in ("/stats/?symbol=AAPL&k=1", "/symbols", "/prices/?symbol=AAPL&n=3", "/health",
+                 "/envelope/?symbol=AAPL&k=1"):
         assert open_reads.simulate_get(path).status_code == 200, path
+    for path in ("/stats/", "/add_batch/", "/metrics"):   # OPTIONS names methods: a read
+        assert open_reads.simulate_options(path).status_code == 200, path
+    assert client_for(api_key=KEY, protect_reads=True).simulate_options("/stats/") \
+        .status_code == 401
+    deleted = open_reads.simulate_delete("/symbols/", params={"symbol": "AAPL"})
+    assert deleted.status_code == 401 and stored(open_reads)   # a delete is a write
 
     protected = client_for(api_key=KEY, protect_reads=True)
     assert post(protected, {"Authorization": f"Bearer {KEY}"}).status_code == 200

@@ -70,8 +70,22 @@ def test_a_bad_value_is_refused_naming_its_variable(capsys, variable, text, word
     with pytest.raises(SystemExit) as stopped:
         parse_settings([], environ={variable: text})
     assert stopped.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error   # one line: no usage block
     assert all(word in error for word in words), error
+
+
+@pytest.mark.parametrize("argv", [["--port", "9200"], ["--port=9200"]])
+def test_a_flag_wins_even_over_a_malformed_variable(argv):
+    assert parse_settings(argv, environ={"TRADESTATS_PORT": "eighty"}).port == 9200
+
+
+def test_a_bad_flag_is_one_line_too(capsys):
+    for argv in (["--port", "0"], ["--no-such-flag"], ["--max-k", "x"]):
+        with pytest.raises(SystemExit) as stopped:
+            parse_settings(argv, environ={})
+        error = capsys.readouterr().err
+        assert stopped.value.code == 2 and error.count("\n") == 1, error
 
 
 def test_ephemeral_and_a_data_directory_exclude_each_other(capsys):

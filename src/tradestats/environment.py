@@ -1,14 +1,15 @@
 """Every ``tradestats-serve`` flag from the environment too: ``--max-k`` is ``TRADESTATS_MAX_K``.
 
-The variable sets the flag's default, so a flag given on the command line wins. A value is
-checked exactly as the flag's would be (same type, range and choices); a bad one is one line
-naming the variable, exit status 2, like a bad flag. On/off flags take 1/true/yes/on or
+The variable sets the flag's default, so a flag given on the command line wins (a variable
+whose flag is given is not even read). A value is checked exactly as the flag's would be (same
+type, range and choices); a bad one is one line naming the variable, exit status 2, like a bad
+flag (OneLineErrors: no usage block). On/off flags take 1/true/yes/on or
 0/false/no/off. ``--help`` shows each flag's variable and its one default.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Mapping
+from typing import Mapping, Sequence
 
 PREFIX = "TRADESTATS_"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -31,12 +32,27 @@ def is_switch(action: argparse.Action) -> bool:
     return action.nargs == 0 and action.const is True
 
 
-def apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    """Each flag's default from its variable, when set."""
+class OneLineErrors(argparse.ArgumentParser):
+    """A refused command line or variable is one line on stderr (exit status 2): a service
+    manager's log shows the reason, not a usage block of twenty lines above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (--help lists every option)\n")
+
+
+def apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str],
+                      argv: Sequence[str] = ()) -> None:
+    """Each flag's default from its variable, when set and the flag is not in argv."""
     for action in parser._actions:  # argparse offers no public list of its actions
         name = variable_name(action)
-        if name is not None and name in environ:
+        if name is not None and name in environ and not given(action, argv):
             action.default = value_of(parser, action, name, environ[name])
+
+
+def given(action: argparse.Action, argv: Sequence[str]) -> bool:
+    """Whether the command line names the flag (``--flag``, ``--flag=value``)."""
+    return any(word == option or word.startswith(option + "=")
+               for word in argv for option in action.option_strings)
 
 
 def value_of(parser: argparse.ArgumentParser, action: argparse.Action, name: str, text: str):

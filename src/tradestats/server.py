@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from tradestats import Store, StoreFormatError, __version__, limits, logs, messages
 from tradestats.engine import symbol_file_size
-from tradestats.environment import HelpFormatter, apply_environment
+from tradestats.environment import HelpFormatter, OneLineErrors, apply_environment
 
 log = logging.getLogger("tradestats.server")
 
@@ -201,7 +201,7 @@ def readable_file(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="tradestats-serve",
         description="Serve the tradestats HTTP API: worker processes sharing one data directory.",
         formatter_class=HelpFormatter,
@@ -324,7 +324,8 @@ def parse_settings(argv: Sequence[str] | None = None,
                    environ: Mapping[str, str] | None = None) -> ServeSettings:
     """Settings from the command line, each flag defaulting to its TRADESTATS_<FLAG> variable."""
     parser = build_parser()
-    apply_environment(parser, os.environ if environ is None else environ)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    apply_environment(parser, os.environ if environ is None else environ, argv)
     args = parser.parse_args(argv)
     if args.ephemeral and args.data_dir != Path(limits.DEFAULT_DATA_DIR):
         parser.error(messages.EPHEMERAL_AND_DATA_DIR)

@@ -15,7 +15,7 @@ import falcon
 
 from tradestats import messages
 
-READ_METHODS = frozenset({"GET", "HEAD"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})   # OPTIONS tells only the methods: a read
 ALWAYS_OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/"})
 ALWAYS_OPEN_PREFIXES = ("/docs/assets/", "/page/assets/")
 CHALLENGE = 'Bearer realm="tradestats"'
