@@ -45,6 +45,10 @@ from tradestats.storage import META_NAME, SYMBOLS_DIR, TMP_DIR, VERSION, read_me
 COPY_CHUNK = 1 << 20
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def stored_max_k(root: Path) -> int:
     """The max_k the directory was created with; StoreFormatError if it is not a current store."""
     meta_path = root / META_NAME
@@ -76,7 +80,7 @@ def list_symbols(root: Path) -> int:
         prices, disk = prices + count, disk + used
         print(f"{symbol!r:<24} {count:>13,} {'-' if last is None else repr(last):>14} "
               f"{format_bytes(used):>10} {format_bytes(status.st_size):>10}")
-    print(f"{len(store)} symbols, {prices:,} prices, {format_bytes(disk)} of disk"
+    print(f"{plural(len(store), 'symbol')}, {prices:,} prices, {format_bytes(disk)} of disk"
           + (f"; {damaged} damaged" if damaged else ""))
     return 1 if damaged else 0
 
@@ -102,7 +106,7 @@ def backup(root: Path, dest: Path) -> int:
         print(f"copied  {symbol!r}: {len(stats):,} prices")
     for folder in sorted({path.parent for path in dest.rglob("*")} | {dest}, reverse=True):
         sync_directory(folder)
-    print(f"{len(store)} symbols backed up to {dest} ({copied:,} bytes of data)")
+    print(f"{plural(len(store), 'symbol')} backed up to {dest} ({copied:,} bytes of data)")
     return 0
 
 
@@ -195,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(delete(args.data_dir, args.symbol))
         sys.exit(verify(args.data_dir))
     except StoreFormatError as error:
-        print(f"tradestats-admin: cannot use {args.data_dir}: {error}", file=sys.stderr)
+        print(f"tradestats-admin: {error}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -92,7 +92,7 @@ STARTUP = (
     "max_body_bytes={max_body_bytes}; worst-case disk {worst_case} (sparse files: disk and "
     "memory follow the data); {access}"
 )
-ACCESS_OPEN = "no API key: open to anyone who reaches {host}"
+ACCESS_OPEN = "no API key: open to anyone who can connect to {host}"
 ACCESS_WRITES = "writes need the API key, reads are open"
 ACCESS_ALL = "reads and writes need the API key (/health excepted)"
 STORE_OPENED = (

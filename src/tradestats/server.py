@@ -127,7 +127,8 @@ def startup_message(settings: ServeSettings, server_name: str) -> str:
         worst_case=format_bytes(
             worst_case_disk_bytes(settings.max_k, settings.max_symbols, settings.max_batch)),
         access=(messages.ACCESS_ALL if settings.protect_reads else messages.ACCESS_WRITES)
-        if settings.api_key else messages.ACCESS_OPEN.format(host=settings.host),
+        if settings.api_key else messages.ACCESS_OPEN.format(
+            host="every interface" if settings.host in ("0.0.0.0", "::") else settings.host),
     )
 
 
@@ -252,10 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what serves HTTP: granian (hardened against hostile clients) or gunicorn (safe "
         "only behind a buffering proxy such as nginx; see the README)",
     )
-    parser.add_argument(
+    worker_class = parser.add_argument(
         "--worker-class", choices=GUNICORN_WORKER_CLASSES, default=None,
-        help="with --server gunicorn only: meinheld (when installed, else gthread) or gthread",
+        help="with --server gunicorn only: meinheld or gthread",
     )
+    worker_class.default_text = "meinheld when installed, else gthread"
     workers = parser.add_argument(
         "--workers", type=integer_in_range(1, limits.MAX_WORKERS), default=os.cpu_count() or 1,
         help=f"worker processes, all serving the same data (1..{limits.MAX_WORKERS})",
