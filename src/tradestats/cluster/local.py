@@ -260,6 +260,8 @@ class LocalCluster:
             child.restart_at = 0.0
             child.start()
             self.write_state()
+            print(f"tradestats-cluster: {child.name} started again (pid {child.process.pid})",
+                  file=sys.stderr, flush=True)
 
     # -- stop ---------------------------------------------------------------------------------
 
