@@ -16,7 +16,7 @@ from tradestats.engine import (
     TooManySymbolsError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DiskFullError",
