@@ -82,6 +82,15 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
         connection.close()
 
 
+def raw_request(port: int, data: bytes) -> Reply:
+    """The answer to bytes sent as they are (what http.client would not send)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return Reply(response.status, response.headers, response.read())
+
+
 def post_batch(port: int, symbol: str, values: list[float]) -> Reply:
     """The symbol in the body only, as raw UTF-8: what a plain client of the contract sends."""
     body = json.dumps({"symbol": symbol, "values": values}, ensure_ascii=False).encode()
@@ -278,12 +287,8 @@ def test_a_body_haproxy_cannot_route_is_refused_elsewhere_never_stored_twice(clu
 
 @needs_haproxy
 def test_a_body_over_the_limit_is_refused_by_haproxy_as_the_node_would(cluster):
-    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as connection:
-        connection.sendall(b"POST /add_batch/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                           b"\r\nContent-Length: 524289\r\n\r\n")
-        response = http.client.HTTPResponse(connection)
-        response.begin()
-        reply = Reply(response.status, response.headers, response.read())
+    reply = raw_request(cluster.port, b"POST /add_batch/ HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                        b"application/json\r\nContent-Length: 524289\r\n\r\n")
     assert (reply.status, reply.json()) == (
         413, {"detail": "Request body is larger than the limit of 524288 bytes"})
 

@@ -12,7 +12,7 @@ import threading
 import time
 
 from conftest import free_port
-from test_cluster import HAPROXY, Reply, cluster_command, needs_haproxy, request, stats
+from test_cluster import HAPROXY, cluster_command, needs_haproxy, raw_request, request, stats
 
 from tradestats.cluster import cli, local
 from tradestats.cluster.haproxy import haproxy_config
@@ -102,12 +102,8 @@ def test_haproxy_s_own_errors_are_json(tmp_path):
             response.begin()
             assert response.status == 400
         # A body to be routed by its content that does not arrive in time.
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            connection.sendall(b"POST /add_batch/ HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                               b"application/json\r\nContent-Length: 100\r\n\r\n{\"symbol\"")
-            response = http.client.HTTPResponse(connection)
-            response.begin()
-            reply = Reply(response.status, response.headers, response.read())
+        reply = raw_request(port, b"POST /add_batch/ HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                            b"application/json\r\nContent-Length: 100\r\n\r\n{\"symbol\"")
         assert (reply.status, reply.json()) == (
             408, {"detail": "The request did not arrive in time"})
     finally:
