@@ -195,3 +195,24 @@ def test_a_hand_over_keeps_every_batch_a_writer_was_told_was_stored(tmp_path):
     assert len(moved["S"]) == len(expected)
     assert moved.prices("S", 1000).tolist() == expected[-1000:]
     assert "S" not in Store(max_k=3, path=tmp_path / "a")
+
+
+def test_a_broken_placement_file_keeps_the_last_good_one(tmp_path, caplog):
+    from tradestats.cluster.placement import PlacementFile, SymbolElsewhere
+
+    path = tmp_path / "placement.json"
+    Placement([("node1", "http://a"), ("node2", "http://b")]).write(path)
+    view = PlacementFile(path, "node1")
+    mine, theirs = symbol_of(0, "M"), symbol_of(1, "T")
+    for broken in (b"{not json", b'{"nodes": [["node2", "http://b"]]}'):
+        path.write_bytes(broken)
+        assert view.check(mine, write=True) is False       # as before
+        with pytest.raises(SymbolElsewhere):
+            view.check(theirs, write=True)
+    assert "keeping the placement read before" in caplog.text
+    Placement([("node1", "http://a"), ("node2", "http://b")], {theirs: "node1"}).write(path)
+    assert view.check(theirs, write=True) is False         # a good file is read again
+    with pytest.raises(OSError):   # at start there is no good one to keep
+        PlacementFile(tmp_path / "missing.json", "node1")
+    with pytest.raises(ValueError):
+        PlacementFile(path, "node9")

@@ -20,10 +20,14 @@ any Unicode) needs quoting: ``nodes.map`` (``index node``) and ``overrides.map``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+log = logging.getLogger("tradestats.cluster")
 
 
 class SymbolElsewhere(Exception):
@@ -134,15 +138,27 @@ class PlacementFile:
     def __init__(self, path: Path, node: str) -> None:
         self.path, self.node = Path(path), node
         self._stamp: tuple[int, int] | None = None
+        self._bad_stamp: tuple[int, int] | None = None
         self._placement = self.current()
-        if node not in self._placement.names:
-            raise ValueError(f"node {node!r} is not in {self.path} ({self._placement.names})")
 
     def current(self) -> Placement:
-        status = os.stat(self.path)
-        stamp = (status.st_ino, status.st_mtime_ns)
-        if stamp != self._stamp:
-            self._placement, self._stamp = Placement.read(self.path), stamp
+        """The file's placement; the last good one while the file is missing or not one (a
+        hand edit gone wrong must not turn every request into an error)."""
+        stamp = None
+        try:
+            status = os.stat(self.path)
+            stamp = (status.st_ino, status.st_mtime_ns)
+            if stamp != self._stamp:
+                placement = Placement.read(self.path)
+                if self.node not in placement.names:
+                    raise ValueError(f"node {self.node!r} is not in {self.path}")
+                self._placement, self._stamp = placement, stamp
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            if self._stamp is None:   # at start: refuse to run without one
+                raise
+            if stamp != self._bad_stamp:
+                log.error("%s: %s; keeping the placement read before", self.path, error)
+                self._bad_stamp = stamp
         return self._placement
 
     def check(self, symbol: str, write: bool) -> bool:
