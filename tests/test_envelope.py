@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tradestats import NotEnoughDataError, Store
-from tradestats.envelope import MAX_BUCKETS
+from tradestats.envelope import MAX_BUCKETS, _set_fold_budget
 
 
 def reference(prices: np.ndarray, k: int, width: int, offset: int = 0):
@@ -23,8 +23,18 @@ def reference(prices: np.ndarray, k: int, width: int, offset: int = 0):
     return start, mins, maxs
 
 
+def whole_envelope(store, symbol, k, buckets, calls=200):
+    """The envelope once this process's pyramid covers the window (a call folds in a bounded
+    number of blocks)."""
+    for _ in range(calls):
+        got = store.envelope(symbol, k, buckets)
+        if got.complete:
+            return got
+    raise AssertionError(f"not complete after {calls} calls")
+
+
 def check(store, symbol, prices, k, buckets):
-    got = store.envelope(symbol, k, buckets)
+    got = whole_envelope(store, symbol, k, buckets)
     width = got.bucket_prices
     assert width * buckets >= 10**k and (width == 1 or width * buckets < 10**k * 5), width
     start, mins, maxs = reference(prices, k, width)
@@ -62,6 +72,28 @@ def test_every_bucket_against_numpy_as_the_ring_wraps(store):
     for k in range(1, 6):
         for buckets in (3, 20, 50, 200, 999, MAX_BUCKETS):
             check(store, "S", prices, k, buckets)
+
+
+def test_a_call_folds_a_bounded_number_of_blocks_newest_first(store):
+    """With a budget of 7 blocks a call, a cold 100-block window comes whole in 15 calls; until
+    then the newest buckets are exact and the oldest NaN, never a wrong number."""
+    prices = np.random.default_rng(5).normal(0, 1, 100_000).cumsum()
+    for start in range(0, len(prices), 5000):
+        store.add("S", prices[start:start + 5000])
+    previous = _set_fold_budget(7)
+    try:
+        for call in range(1, 16):
+            got = store.envelope("S", 5, 20)   # 20 buckets of 5 blocks
+            _, mins, maxs = reference(prices, 5, got.bucket_prices)
+            known = [i for i, value in enumerate(got.min) if not np.isnan(value)]
+            assert len(known) == min(20, (7 * call) // 5), call   # whole buckets folded
+            assert known == list(range(20 - len(known), 20))      # the newest ones
+            assert [got.min[i] for i in known] == mins[20 - len(known):]
+            assert [got.max[i] for i in known] == maxs[20 - len(known):]
+            assert got.complete is (len(known) == 20)
+        assert got.complete
+    finally:
+        _set_fold_budget(previous)
 
 
 def test_refusals(store):
@@ -109,6 +141,8 @@ def test_envelopes_read_beside_a_writer_in_another_process(tmp_path):
                     got = store.envelope("S", k, buckets)
                 except NotEnoughDataError:
                     continue
+                if not got.complete:
+                    continue
                 count = got.count
                 start, mins, maxs = reference(stream(count - 10**k, count), k,
                                               got.bucket_prices, offset=count - 10**k)
@@ -137,7 +171,8 @@ def test_get_envelope_over_http_against_numpy_and_its_errors():
         got = client.simulate_get("/envelope/", params=params).json
         start, mins, maxs = reference(prices, k, got["bucket_prices"])
         assert got == {"symbol": "EUR/USD", "k": k, "count": len(prices), "start": start,
-                       "bucket_prices": got["bucket_prices"], "min": mins, "max": maxs}
+                       "bucket_prices": got["bucket_prices"], "complete": True, "min": mins,
+                       "max": maxs}
         assert len(mins) <= int(buckets or 200) + 1
     for params, detail in (({"symbol": "EUR/USD", "k": "5"}, "Invalid k value"),
                            ({"symbol": "EUR/USD", "k": "1", "buckets": "2001"},
@@ -148,6 +183,15 @@ def test_get_envelope_over_http_against_numpy_and_its_errors():
                            ({"symbol": "X", "k": "1"}, "Symbol X not found")):
         reply = client.simulate_get("/envelope", params=params)
         assert (reply.status_code, reply.json) == (400, {"detail": detail})
+    previous = _set_fold_budget(3)   # a cold symbol: the oldest buckets are null at first
+    try:
+        client.simulate_post("/add_batch/", json={"symbol": "COLD", "values": [2.0] * 10_000})
+        partial = client.simulate_get("/envelope/",
+                                      params={"symbol": "COLD", "k": "4", "buckets": "10"}).json
+        assert partial["complete"] is False
+        assert partial["min"] == [None] * 7 + [2.0] * 3 and partial["max"][:7] == [None] * 7
+    finally:
+        _set_fold_budget(previous)
     client.simulate_post("/add_batch/", json={"symbol": "FEW", "values": [1.0] * 99})
     reply = client.simulate_get("/envelope/", params={"symbol": "FEW", "k": "2"})
     assert (reply.status_code, reply.json) == (400, {"detail": "Not enough data points"})

@@ -91,7 +91,8 @@ class SymbolStats:
         """The last n prices (fewer if fewer are held), oldest first, in one copy."""
     def envelope(self, k: int, buckets: int = 200) -> Envelope:
         """The last 10**k prices in about `buckets` (1..2000) aligned buckets, each with its
-        lowest and highest price; O(buckets) once this process built the pyramid."""
+        lowest and highest price; O(buckets) once this process built the pyramid (at most
+        1,000 blocks a call, newest first: until then not `complete`, the oldest buckets NaN)."""
     def recover(self) -> bool:
         """Roll back a torn batch now if there is one; True if there was."""
     def verify(self, recompute: bool = True) -> None:

@@ -527,7 +527,8 @@ cdef class SymbolStats:
     def envelope(self, k, buckets=200):
         """The last 10**k prices in about `buckets` buckets (at most 2,000), each with its lowest
         and highest price: an Envelope (envelope.pyx), in O(buckets) once this process has
-        built the symbol's pyramid (one pass over the ring, the first time)."""
+        built the symbol's pyramid (newest first, at most 1,000 blocks a call: until then it
+        is not `complete` and its oldest buckets are NaN)."""
         from tradestats.envelope import envelope
         return envelope(self, k, buckets)
 

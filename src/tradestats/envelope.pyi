@@ -19,5 +19,9 @@ class Envelope:
     def min(self) -> "array[float]": ...
     @property
     def max(self) -> "array[float]": ...
+    @property
+    def complete(self) -> bool:
+        """False while this process's pyramid does not cover the window: its oldest buckets
+        are NaN."""
 
 def envelope(symbol: SymbolStats, k: int, buckets: int = 200) -> Envelope: ...

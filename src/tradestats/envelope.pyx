@@ -5,9 +5,11 @@ few hundred buckets, in O(buckets) from a pyramid of block minima and maxima.
 The pyramid: level 0 holds each complete block's (BLOCK_PRICES prices) min and max, level L
 those of 10**L consecutive blocks, aligned (node j covers blocks j*10**L .. (j+1)*10**L - 1).
 Each level is a ring of nodes, like the prices. Nothing of it is stored in the symbol's file
-(the format stays as it is, and writers pay nothing): a process builds it from the ring the
-first time it is asked for a symbol's envelope (one pass over the largest window the ring holds,
-measured in benchmarks/bench_envelope.py), then folds in only the blocks completed since.
+(the format stays as it is, and writers pay nothing): a process builds it from the ring as it
+is asked for a symbol's envelopes, newest blocks first, at most 1,000 blocks per call (so
+no call's work grows with the window; until the pyramid reaches a window's oldest blocks, the
+buckets it does not cover yet are NaN and the envelope says it is not complete), then folds in
+only the blocks completed since (measured in benchmarks/bench_envelope.py).
 
 A query picks a bucket width W of the form m * 10**e (m in 1, 2, 5) near window / buckets and
 buckets aligned to multiples of W. A bucket of a block or more is a few nodes (at most 9 per
@@ -26,6 +28,7 @@ lock).
 
 from cpython.array cimport array, clone
 from libc.stdint cimport int64_t, uint32_t
+from libc.math cimport NAN
 from libc.string cimport memcpy
 
 from tradestats.engine cimport SymbolStats, integer_in_range
@@ -40,6 +43,17 @@ MAX_BUCKETS = 2000
 cdef int MAX_LEVELS = 6            # blocks of 10**3 .. 10**8 prices, for max_k up to 8 (9: 10**9)
 cdef int ANSWER_TRIES = 8
 cdef array _DOUBLES = array("d")
+cdef array _INT64S = array("q")
+#: Blocks one call folds into the pyramid at most (about 5 ms of reading): no call does work
+#: that grows with the window. A cold 10**8 window is whole after 100 calls.
+cdef int64_t _fold_budget = 1000
+
+
+def _set_fold_budget(int64_t blocks):
+    """(tests) Blocks one call may fold in; the previous value."""
+    global _fold_budget
+    previous, _fold_budget = _fold_budget, blocks
+    return previous
 
 
 class _Overtaken(Exception):
@@ -49,9 +63,12 @@ class _Overtaken(Exception):
 cdef class Envelope:
     """Bucket i covers positions max(start, (start // bucket_prices + i) * bucket_prices) ..
     min(count, (start // bucket_prices + i + 1) * bucket_prices) - 1: the window is positions
-    start .. count - 1 (position: index since the symbol's first price). min/max: array('d')."""
+    start .. count - 1 (position: index since the symbol's first price). min/max: array('d').
+    Not `complete` while this process's pyramid is still growing back over the window: the
+    oldest buckets are then NaN (the newest are always there)."""
     cdef readonly int64_t count, start, bucket_prices
     cdef readonly array min, max
+    cdef readonly bint complete
 
     def __repr__(self):
         return (f"Envelope(count={self.count}, start={self.start}, "
@@ -85,15 +102,16 @@ cdef class Pyramid:
     cdef int64_t slots[9]
     cdef double* lows[9]
     cdef double* highs[9]
-    cdef list storage                  # the arrays behind lows and highs
-    cdef int64_t first, done           # blocks first .. done - 1 are folded in
+    cdef int64_t* tags[9]              # which node each slot holds now
+    cdef list storage                  # the arrays behind lows, highs and tags
+    cdef int64_t lo, hi                # blocks lo .. hi - 1 are folded in (-1: none yet)
     cdef double block[BLOCK_PRICES]    # the block being read, copied out of the mapping
 
     def __cinit__(self, SymbolStats symbol):
         cdef SymbolFile identity
         cdef int level
         cdef int64_t span = 1
-        cdef array lows, highs
+        cdef array lows, highs, tags
         symbol._mapped_copy(&identity, symbol.file, sizeof(SymbolFile))
         self.symbol = symbol
         self.ring_size, self.blocks = identity.ring_size, identity.blocks
@@ -105,11 +123,13 @@ cdef class Pyramid:
             self.slots[level] = self.blocks // span + 2   # more than the ring: never aliased
             lows = clone(_DOUBLES, self.slots[level], False)
             highs = clone(_DOUBLES, self.slots[level], False)
-            self.storage += [lows, highs]
+            tags = clone(_INT64S, self.slots[level], True)
+            self.storage += [lows, highs, tags]
             self.lows[level], self.highs[level] = lows.data.as_doubles, highs.data.as_doubles
+            self.tags[level] = <int64_t*>tags.data.as_voidptr
             self.levels += 1
             span *= 10
-        self.first = self.done = -1
+        self.lo = self.hi = -1
 
     # -- reading the ring --------------------------------------------------------------------
 
@@ -153,28 +173,44 @@ cdef class Pyramid:
     # -- the pyramid -------------------------------------------------------------------------
 
     cdef int _fold_until(self, int64_t count, int64_t oldest) except -1:
-        """Fold in every complete block before position count; start afresh at block
-        `oldest` (the oldest the ring holds whole) if the folded ones do not reach it."""
-        cdef int64_t complete = count // BLOCK_PRICES, b, span, j, slot
+        """Fold in the blocks completed before position count, then older ones back towards
+        block `oldest` (the oldest the ring holds whole), at most FOLD_BUDGET blocks in all: a
+        call's work is bounded whatever the window, and the pyramid grows from the newest
+        prices back. Starts afresh at the newest when what it holds is too far behind."""
+        cdef int64_t complete = count // BLOCK_PRICES, budget = _fold_budget
+        if self.hi < 0 or complete - self.hi > budget or self.hi < oldest:
+            self.lo = self.hi = complete
+        while self.hi < complete:
+            self._fold(self.hi)
+            self.hi += 1
+            budget -= 1
+        while self.lo > oldest and budget > 0:
+            self._fold(self.lo - 1)
+            self.lo -= 1
+            budget -= 1
+        self.lo = max(self.lo, oldest)   # older blocks may be written over: never used again
+        return 0
+
+    cdef int _fold(self, int64_t b) except -1:
+        """Block b's extremes into the node of every level that covers it. A slot holding
+        another node starts over with this block (blocks arrive newest first, then oldest
+        first, so a node's blocks may come in either order)."""
+        cdef int64_t span = 1, j, slot
         cdef double low, high
         cdef int level
-        if self.first < 0 or self.done < oldest or self.first > oldest:
-            self.first = self.done = oldest
-        for b in range(self.done, complete):
-            self._read_block(b)
-            low, high = self.block[0], self.block[0]
-            self._extremes(BLOCK_PRICES, &low, &high)
-            span = 1
-            for level in range(self.levels):
-                j = b // span
-                slot = j % self.slots[level]
-                if b % span == 0 or b == self.first:
-                    self.lows[level][slot], self.highs[level][slot] = low, high
-                else:
-                    self.lows[level][slot] = lower(self.lows[level][slot], low)
-                    self.highs[level][slot] = higher(self.highs[level][slot], high)
-                span *= 10
-            self.done = b + 1
+        self._read_block(b)
+        low, high = self.block[0], self.block[0]
+        self._extremes(BLOCK_PRICES, &low, &high)
+        for level in range(self.levels):
+            j = b // span
+            slot = j % self.slots[level]
+            if self.tags[level][slot] != j + 1:   # tags hold j + 1: 0 is a slot never used
+                self.tags[level][slot] = j + 1
+                self.lows[level][slot], self.highs[level][slot] = low, high
+            else:
+                self.lows[level][slot] = lower(self.lows[level][slot], low)
+                self.highs[level][slot] = higher(self.highs[level][slot], high)
+            span *= 10
         return 0
 
     cdef void _blocks(self, int64_t x, int64_t y, double* low, double* high) noexcept:
@@ -213,9 +249,10 @@ cdef class Pyramid:
     cdef Envelope _answer(self, int64_t count, int64_t window, int64_t buckets):
         cdef Envelope result = Envelope.__new__(Envelope)
         cdef int64_t width = bucket_width(window, buckets), start = count - window
-        cdef int64_t first = start // width, last = (count - 1) // width, i, a, z
+        cdef int64_t first = start // width, last = (count - 1) // width, i, a, z, x, y
         cdef double low, high
         result.count, result.start, result.bucket_prices = count, start, width
+        result.complete = True
         result.min = clone(_DOUBLES, last - first + 1, False)
         result.max = clone(_DOUBLES, last - first + 1, False)
         if width >= BLOCK_PRICES:   # from the oldest whole block no writer can reach yet
@@ -224,6 +261,11 @@ cdef class Pyramid:
                              // BLOCK_PRICES)
         for i in range(last - first + 1):
             a, z = max(start, (first + i) * width), min(count, (first + i + 1) * width)
+            x, y = (a + BLOCK_PRICES - 1) // BLOCK_PRICES, z // BLOCK_PRICES
+            if x < y and x < self.lo:   # whole blocks the pyramid does not reach yet
+                result.min.data.as_doubles[i] = result.max.data.as_doubles[i] = NAN
+                result.complete = False
+                continue
             self._read(a, 1)
             low = high = self.block[0]
             self._range(a, z, &low, &high)

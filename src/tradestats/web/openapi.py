@@ -299,20 +299,24 @@ def _components(max_batch: int) -> dict[str, Any]:
                                              "maxItems": limits.MAX_PRICES_PER_REQUEST}}},
         "Envelope": {
             "type": "object", "additionalProperties": False,
-            "required": ["symbol", "k", "count", "start", "bucket_prices", "min", "max"],
+            "required": ["symbol", "k", "count", "start", "bucket_prices", "complete", "min",
+                         "max"],
             "description": "The window is positions start .. count - 1 (a position counts the "
                            "symbol's prices from 0). Bucket i covers positions "
                            "max(start, (start // bucket_prices + i) * bucket_prices) .. "
                            "min(count, (start // bucket_prices + i + 1) * bucket_prices) - 1: "
                            "buckets are aligned to multiples of bucket_prices (1, 2 or 5 times "
-                           "a power of ten), so the first and last may be partial.",
+                           "a power of ten), so the first and last may be partial. Each worker "
+                           "builds its view of a window newest first, a bounded amount per "
+                           "call: until `complete`, the oldest buckets are null.",
             "properties": {"symbol": {"type": "string"}, "k": {"type": "integer", "minimum": 1},
                            "count": {"type": "integer", "minimum": 0},
                            "start": {"type": "integer", "minimum": 0},
                            "bucket_prices": {"type": "integer", "minimum": 1},
-                           "min": {"type": "array", "items": {"type": "number"},
+                           "complete": {"type": "boolean"},
+                           "min": {"type": "array", "items": {"type": ["number", "null"]},
                                    "maxItems": MAX_BUCKETS + 1},
-                           "max": {"type": "array", "items": {"type": "number"},
+                           "max": {"type": "array", "items": {"type": ["number", "null"]},
                                    "maxItems": MAX_BUCKETS + 1}}},
         "Health": {"type": "object", "required": ["status"], "additionalProperties": False,
                    "properties": {"status": {"const": messages.HEALTH_OK}}},

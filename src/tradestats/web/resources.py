@@ -238,8 +238,9 @@ class EnvelopeResource:
         except NotEnoughDataError:
             bad_request(messages.NOT_ENOUGH_DATA)
         resp.media = {"symbol": symbol, "k": k, "count": envelope.count, "start": envelope.start,
-                      "bucket_prices": envelope.bucket_prices, "min": envelope.min.tolist(),
-                      "max": envelope.max.tolist()}
+                      "bucket_prices": envelope.bucket_prices, "complete": envelope.complete,
+                      # orjson writes NaN (a bucket the pyramid does not reach yet) as null
+                      "min": envelope.min.tolist(), "max": envelope.max.tolist()}
 
 
 class HealthResource:

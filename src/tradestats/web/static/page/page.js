@@ -297,6 +297,13 @@ function drawChart(data) {
     delete svg.dataset.kind;
     caption.textContent = "";
   };
+  if (data && data.kind === "envelope") {
+    // Until the server's view of the window is complete its oldest buckets are null: chart the
+    // newest ones it has (x keeps the whole window) and say so below.
+    const known = data.min.map((v, i) => (v === null ? -1 : i)).filter((i) => i >= 0);
+    data = { ...data, offset: known.length ? known[0] : 0,
+             min: known.map((i) => data.min[i]), max: known.map((i) => data.max[i]) };
+  }
   if (!data || (data.kind === "prices" && !data.prices.length) || (data.kind === "envelope" && !data.min.length)) {
     empty();
     return;
@@ -312,7 +319,8 @@ function drawChart(data) {
   } else {
     const windowLength = 10 ** data.k, bucket = data.bucket_prices, first = Math.floor(data.start / bucket);
     span = windowLength - 1;
-    xs = data.min.map((_, i) => {
+    xs = data.min.map((_, j) => {
+      const i = j + data.offset;
       const from = Math.max(data.start, (first + i) * bucket);
       const to = Math.min(data.count, (first + i + 1) * bucket) - 1;
       return data.count - 1 - (from + to) / 2;
@@ -390,7 +398,10 @@ function drawChart(data) {
     const lower = points.reverse().map(([ago, i]) => `L${x(ago)},${y(lows[i])}`);
     setPath(".line", "");
     setPath(".band", upper.join("") + lower.join("") + "Z");
-    caption.textContent = `The whole window of the last ${windowLength.toLocaleString("en-US")} prices, ` +
+    caption.textContent = (data.complete
+      ? `The whole window of the last ${windowLength.toLocaleString("en-US")} prices, `
+      : `The window of the last ${windowLength.toLocaleString("en-US")} prices (the server is still ` +
+        `reading its older part: shown as it comes), `) +
       `from ${format(low)} to ${format(high)}: the lowest and highest price of each of ` +
       `${data.min.length.toLocaleString("en-US")} stretches of ${data.bucket_prices.toLocaleString("en-US")}.`;
   }
