@@ -10,7 +10,6 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import ServerProcess, free_port, stop_cleanly

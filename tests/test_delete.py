@@ -4,7 +4,6 @@ delete lose nothing they were told was stored after it. (The behaviour every imp
 shares, heap, file and client, is in test_client.py.)"""
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

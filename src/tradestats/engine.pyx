@@ -606,6 +606,12 @@ cdef void recompute_snapshot(SymbolStats s, Snapshot* out) noexcept:
 DELETED_RETRIES = 8
 
 
+def still_there(SymbolStats target):
+    """target, once one read of it (SymbolDeletedError if it was deleted) says so."""
+    len(target)
+    return target
+
+
 cdef class Store:
     """Symbols to SymbolStats, each created on its first add.
 
@@ -773,15 +779,7 @@ cdef class Store:
     def __getitem__(self, symbol):
         """The symbol's SymbolStats (KeyError if it has none). It keeps answering for that symbol
         until the symbol is deleted; then it raises SymbolDeletedError, a KeyError."""
-        cdef int attempt
-        for attempt in range(DELETED_RETRIES):
-            found = self._open(symbol)
-            try:
-                len(found)
-                return found
-            except SymbolDeletedError:
-                self._symbols.pop(symbol, None)
-        raise KeyError(symbol)
+        return self._read(symbol, still_there)
 
     def __delitem__(self, symbol):
         self.delete(symbol)

@@ -29,7 +29,6 @@ lock).
 from cpython.array cimport array, clone
 from libc.stdint cimport int64_t, uint32_t
 from libc.math cimport NAN
-from libc.string cimport memcpy
 
 from tradestats.engine cimport SymbolStats, integer_in_range
 from tradestats.layout cimport BLOCK_PRICES, BlockRecord, SymbolFile

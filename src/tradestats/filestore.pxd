@@ -31,6 +31,7 @@ cdef class FileSymbolStats(SymbolStats):
     cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1
     cdef int _own_description(self) except -1
     cdef int _recover_if_torn(self) except -1
+    cdef uint64_t _live_generation(self) except? 0
     cdef int _publish_deleted(self) except -1
     cdef int _reserve_disk(self, Py_ssize_t n) except -1
     cdef int _load(self, const double* ring, int64_t ring_size, int64_t count) except -1

@@ -268,21 +268,24 @@ cdef class FileSymbolStats(SymbolStats):
         then the symbol deleted, both under one hold of the writers' lock: no batch can be
         committed here after the copy was taken."""
         with WritersLock(self):
-            self._recover_if_torn()
-            if self.file.snapshot[self.file.generation & 1].flags & SNAPSHOT_DELETED:
-                raise SymbolDeletedError(self.path)
+            self._live_generation()   # a deleted symbol has nothing to hand over
             copy(self.path)
             self._publish_deleted()
+
+    cdef uint64_t _live_generation(self) except? 0:
+        """(Under the writers' lock, before a writer touches anything) The committed generation,
+        a torn batch rolled back first; SymbolDeletedError if that commit deleted the symbol."""
+        self._recover_if_torn()
+        if self.file.snapshot[self.file.generation & 1].flags & SNAPSHOT_DELETED:
+            raise SymbolDeletedError(self.path)
+        return self.file.generation
 
     cdef int _publish_deleted(self) except -1:
         """(Under the writers' lock) The deleting commit of _mark_deleted."""
         cdef SymbolFile* f = self.file
         cdef uint64_t g
         cdef Snapshot* deleted
-        self._recover_if_torn()
-        g = f.generation
-        if f.snapshot[g & 1].flags & SNAPSHOT_DELETED:
-            raise SymbolDeletedError(self.path)
+        g = self._live_generation()
         self._mark_writing(g)
         deleted = &f.snapshot[(g + 1) & 1]
         memcpy(deleted, &f.snapshot[g & 1], sizeof(Snapshot))
@@ -398,10 +401,7 @@ cdef class FileSymbolStats(SymbolStats):
         if n == 0:
             return 0
         with WritersLock(self):
-            self._recover_if_torn()
-            g = f.generation
-            if f.snapshot[g & 1].flags & SNAPSHOT_DELETED:
-                raise SymbolDeletedError(self.path)
+            g = self._live_generation()
             if f.state[g & 1].crc != header_crc(&f.state[g & 1]):
                 raise StoreCorruptionError(
                     self.path, "corrupt: the checksum of its committed header does not match")
@@ -648,19 +648,30 @@ def _crc32c_hardware(bytes data):
 
 def symbol_file_deleted(path):
     """Whether a symbol file's published snapshot says its symbol was deleted (a kill left it
-    between the delete's commit and its unlink), read without mapping it. False for a file
-    that cannot say (too short, another version, a checksum off): opening it tells why."""
-    cdef SymbolFile head
-    cdef const Snapshot* published
-    with open(path, "rb") as file:
-        data = file.read(sizeof(SymbolFile))
-    if len(data) < <Py_ssize_t>sizeof(SymbolFile):
+    between the delete's commit and its unlink), read without mapping it: the words that say
+    so, not the whole 20 KB header (listings ask this of every file). False for a file that
+    cannot say (too short, another version, a checksum off): opening it tells why."""
+    cdef SymbolFile head   # only the fields read below are filled in
+    cdef Snapshot published
+    cdef char* base = <char*>&head
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        version = os.pread(fd, sizeof(uint32_t), <char*>&head.version - base)
+        generation = os.pread(fd, sizeof(uint64_t), <char*>&head.generation - base)
+        if len(version) < <Py_ssize_t>sizeof(uint32_t) \
+                or len(generation) < <Py_ssize_t>sizeof(uint64_t):
+            return False
+        memcpy(&head.version, <const char*>version, sizeof(uint32_t))
+        memcpy(&head.generation, <const char*>generation, sizeof(uint64_t))
+        if head.version != FORMAT_VERSION:
+            return False
+        data = os.pread(fd, sizeof(Snapshot), <char*>&head.snapshot[head.generation & 1] - base)
+    finally:
+        os.close(fd)
+    if len(data) < <Py_ssize_t>sizeof(Snapshot):
         return False
-    memcpy(&head, <const char*>data, sizeof(SymbolFile))
-    if head.version != FORMAT_VERSION:
-        return False
-    published = &head.snapshot[head.generation & 1]
-    return bool(published.flags & SNAPSHOT_DELETED) and published.crc == snapshot_crc(published)
+    memcpy(&published, <const char*>data, sizeof(Snapshot))
+    return bool(published.flags & SNAPSHOT_DELETED) and published.crc == snapshot_crc(&published)
 
 
 def symbol_file_version(path):

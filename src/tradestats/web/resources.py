@@ -149,7 +149,7 @@ class StatsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         symbol = required_symbol(req)
-        k = self._window_exponent(req)
+        k = window_exponent(req, self._store.max_k)
         try:
             stats = self._store.stats(symbol, k)
         except KeyError:
@@ -165,11 +165,13 @@ class StatsResource:
             "var": stats.var,
         }
 
-    def _window_exponent(self, req: falcon.Request) -> int:
-        k = strict_integer(req, "k", 1, self._store.max_k)
-        if k is None:
-            bad_request(messages.INVALID_K)
-        return k
+
+def window_exponent(req: falcon.Request, max_k: int) -> int:
+    """The k parameter of a window of 10**k prices, or the contract's 400."""
+    k = strict_integer(req, "k", 1, max_k)
+    if k is None:
+        bad_request(messages.INVALID_K)
+    return k
 
 
 def required_symbol(req: falcon.Request) -> str:
@@ -224,9 +226,7 @@ class EnvelopeResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         symbol = required_symbol(req)
-        k = strict_integer(req, "k", 1, self._store.max_k)
-        if k is None:
-            bad_request(messages.INVALID_K)
+        k = window_exponent(req, self._store.max_k)
         buckets = limits.DEFAULT_ENVELOPE_BUCKETS if "buckets" not in req.params else \
             strict_integer(req, "buckets", 1, MAX_BUCKETS)
         if buckets is None:
