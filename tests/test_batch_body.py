@@ -1,4 +1,5 @@
-"""The simdjson fast path for /add_batch/ bodies (web/batch_body.py) against two references:
+"""The simdjson fast paths for /add_batch/ bodies (web/batch_body.py), each of them (the GIL-free
+libsimdjson binding where it was built, and pysimdjson), against two references:
 
 - where the fast path answers, its symbol and values are bit for bit what the stdlib json reads;
 - with its fallback, it returns or raises exactly what ``parse_batch(decode_json_body())`` does.
@@ -6,9 +7,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import struct
 import threading
+import time
 from array import array
 
 import falcon
@@ -19,7 +22,7 @@ from hypothesis import strategies as st
 
 from tradestats import InvalidPriceError, Store, messages
 from tradestats.web import batch_body, create_app
-from tradestats.web.batch_body import parse_batch_body, parse_fast
+from tradestats.web.batch_body import parse_batch_body
 from tradestats.web.inputs import decode_json_body, parse_batch
 
 MAX_BATCH = 100_000
@@ -30,6 +33,18 @@ REQ = testing.create_req(options=create_app().req_options)
 
 HYPOTHESIS = settings(max_examples=400, deadline=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module", autouse=True, params=sorted(batch_body.FAST_PATHS))
+def fast_path(request):
+    """Every test of this module runs against each fast path in turn, as the one the route uses."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batch_body, "parse_fast", batch_body.FAST_PATHS[request.param])
+        yield request.param
+
+
+def parse_fast(body: bytes):
+    return batch_body.parse_fast(body)
 
 
 # --- the two comparisons --------------------------------------------------------------------------
@@ -129,7 +144,6 @@ DECLINED = [  # the fast path must decline these; the ordinary path answers
     b'{"symbol":"A","values":[1],"values":[2]}',
     b'{"symbol":"A","values":[1],"valu\\u0065s":2}',
     b'{"symbol":"A","symbol":"B","values":[1]}',
-    b'{"symbol":"[A","values":[1]}',
     b'{"symbol":"\\ud800","values":[1]}',
     b'{"symbol":"\xff","values":[1]}',
     b'{"symbol":"\xed\xa0\x80","values":[1]}',
@@ -142,6 +156,13 @@ DECLINED = [  # the fast path must decline these; the ordinary path answers
     b'{"symbol":"A","values":[1,]}', b'{"symbol":"A","values":[01]}',
     b'{"symbol":"A","values":[+1]}', b'{"symbol":"A","values":[.5]}',
     b'{"symbol":"A","values":[1.]}', b'{"symbol":"A","values":[1],"s":"\x01"}',
+]
+
+MAY_DECLINE = [  # pysimdjson's path declines any "[" but the one opening values; libsimdjson's reads
+    b'{"symbol":"[A","values":[1]}',
+    b'{"symbol":"A","values":[1],"extra":[1, [2]]}',
+    b'{"symbol":"A]","values":[1],"extra":"["}',
+    batch("1, 2", symbol='"[[["'),
 ]
 
 ORDINARY_PATH_ERRORS = [  # the fast path answers; the checks after it fail
@@ -163,6 +184,26 @@ def test_fast_path_answers_ordinary_bodies(body: bytes) -> None:
 def test_fast_path_declines_unusual_bodies(body: bytes) -> None:
     assert parse_fast(body) is None
     check(body)
+
+
+@pytest.mark.parametrize("body", MAY_DECLINE, ids=range(len(MAY_DECLINE)))
+def test_brackets_elsewhere(body: bytes, fast_path: str) -> None:
+    taken = check_fast_against_stdlib(body) is not None
+    assert taken == (fast_path == "libsimdjson")
+    check(body)
+
+
+def test_many_keys(fast_path: str) -> None:
+    """libsimdjson's path checks repeated keys among at most 16 and declines bigger objects."""
+    for extra_keys in range(20):
+        document = {"symbol": "A", "values": [1.5], **{f"k{i}": i for i in range(extra_keys)}}
+        body = json.dumps(document).encode()
+        taken = check_fast_against_stdlib(body) is not None
+        assert taken == (fast_path == "pysimdjson" or len(document) <= 16)
+        check(body)
+        repeated = body[:-1] + b', "k0": 7}'
+        assert parse_fast(repeated) is None or extra_keys == 0
+        check(repeated)
 
 
 @pytest.mark.parametrize("body", ORDINARY_PATH_ERRORS, ids=range(len(ORDINARY_PATH_ERRORS)))
@@ -312,12 +353,12 @@ FINITE_LEAVES = st.one_of(st.none(), st.booleans(), st.text(max_size=8),
                                   st.text(max_size=4), children, max_size=3), max_leaves=6),
                               max_size=3),
        data=st.data())
-def test_ordinary_documents(symbol: str, values: list, extras: dict, data) -> None:
+def test_ordinary_documents(symbol: str, values: list, extras: dict, data, fast_path: str) -> None:
     """Bodies a client would send: most of them must take the fast path."""
     pairs = data.draw(st.permutations([("symbol", symbol), ("values", values), *extras.items()]))
     body = json.dumps(dict(pairs), ensure_ascii=data.draw(st.booleans()),
                       indent=data.draw(st.sampled_from([None, 1, "\t"]))).encode()
-    if "[" not in symbol and "[" not in json.dumps(extras):
+    if fast_path == "libsimdjson" or ("[" not in symbol and "[" not in json.dumps(extras)):
         assert parse_fast(body) is not None
     check(body)
 
@@ -344,3 +385,43 @@ def test_damaged_documents(body: bytes, data) -> None:
 @given(body=st.binary(max_size=64))
 def test_arbitrary_bytes(body: bytes) -> None:
     check(body)
+
+
+# --- the GIL ----------------------------------------------------------------------------------------
+
+def longest_pause_of_another_thread(body: bytes, parses: int) -> float:
+    """The longest time this thread could not run while another thread parsed body."""
+    done = threading.Event()
+
+    def parse_repeatedly() -> None:
+        for _ in range(parses):
+            assert parse_fast(body) is not None
+        done.set()
+
+    worker = threading.Thread(target=parse_repeatedly)
+    longest, last = 0.0, time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    worker.join()
+    return longest
+
+
+def test_only_the_libsimdjson_path_lets_other_threads_run_while_it_parses(fast_path: str) -> None:
+    body = json.dumps({"symbol": "A", "values": [i * 0.37 for i in range(3_000_000)]}).encode()
+    started = time.perf_counter()
+    assert len(parse_fast(body)[1]) == 3_000_000
+    one_parse = time.perf_counter() - started
+    longest = longest_pause_of_another_thread(body, parses=4)
+    if fast_path == "libsimdjson":
+        # Between two parses the parsing thread holds the GIL for microseconds, plus one
+        # switch interval (5 ms) to get it back from this thread.
+        assert longest < one_parse / 2, (longest, one_parse)
+    else:
+        assert longest > one_parse / 2, (longest, one_parse)
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="outside CI libsimdjson-dev is optional")
+def test_ci_builds_the_gil_free_parser() -> None:
+    assert batch_body.FAST_PATH_NAME == "libsimdjson", "apt-get install libsimdjson-dev, rebuild"
