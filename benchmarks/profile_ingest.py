@@ -5,8 +5,9 @@ the same bodies in one process, and the orjson parse that the limit app does (an
 route did before it parsed with simdjson) is timed alongside as the baseline:
 
 1. orjson.loads of the body to a list of floats: the limit app's whole work (baseline);
-2. the route's parse: web/batch_body.py (simdjson straight to a float64 buffer, plus the
-   symbol and size checks);
+2. the route's parse, each fast path this installation has (web/batch_body.py: simdjson
+   straight to a float64 buffer, GIL-free through libsimdjson or holding it through pysimdjson;
+   the route uses the first);
 3. the engine's validation of the buffer (as_prices: every price checked and copied);
 4. Store.add into a heap store and into a file store, each holding a full 10**max_k window
    (the steady state of bench_http.py's POST case), the GIL released inside.
@@ -32,7 +33,7 @@ from http_load import batch_bodies
 
 from tradestats import Store
 from tradestats.engine import as_prices
-from tradestats.web.batch_body import parse_fast
+from tradestats.web.batch_body import FAST_PATH_NAME, FAST_PATHS, parse_fast
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,7 +71,8 @@ def main() -> None:
     assert all(b is not None for b in buffers), "the fast path declined a benchmark body"
 
     orjson_us = per_body_us(orjson.loads, bodies, args.rounds)
-    parse_us = per_body_us(parse_fast, bodies, args.rounds)
+    parse_us = {name: per_body_us(FAST_PATHS[name], bodies, args.rounds)
+                for name in sorted(FAST_PATHS, key=lambda name: name != FAST_PATH_NAME)}
     validate_us = per_body_us(as_prices, buffers, args.rounds)
     window = 10 ** args.max_k
     heap = filled(Store(max_k=args.max_k), "BENCH0", window, bodies)
@@ -86,8 +88,11 @@ def main() -> None:
     print(f"per 10,000-value body ({size:,.0f} bytes), median of {args.rounds} rounds over "
           f"{len(bodies)} bodies; stores hold a full 10**{args.max_k} window:")
     print(f"  orjson.loads to a list (the limit app; baseline)   {orjson_us:8.1f} us")
-    print(f"  route parse: simdjson to a float64 buffer + checks  {parse_us:8.1f} us"
-          f"   ratio to orjson {parse_us / orjson_us:.2f}")
+    for name, us in parse_us.items():
+        role = "route parse" if name == FAST_PATH_NAME else "other parse"
+        label = f"{role}: simdjson to doubles ({name})"
+        print(f"  {label:51} {us:8.1f} us"
+              f"   ratio to orjson {us / orjson_us:.2f}")
     print(f"  engine validation and copy (as_prices)             {validate_us:8.1f} us")
     print(f"  Store.add, heap (validation included)               {heap_us:8.1f} us")
     print(f"  Store.add, file (validation, commit, checksums)     {file_us:8.1f} us"
