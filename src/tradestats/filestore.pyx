@@ -28,7 +28,8 @@ from tradestats.layout cimport (
 )
 from tradestats.layout_v1 cimport V1SymbolFile
 from tradestats.symbolfile cimport (
-    BLOCK_INTACT, crc_extend, errno_value, header_crc, layout_problem, lock_file, map_file,
+    BLOCK_INTACT, advise_unwritten, crc_extend, errno_value, header_crc, layout_problem,
+    lock_file, map_file,
     prices_problem, record_crc, reserve, snapshot_crc,
 )
 
@@ -635,6 +636,7 @@ def _open_symbol_file(path, bytes symbol, int max_k, int64_t max_batch, bint syn
     except BaseException:
         os.close(fd)
         raise
+    advise_unwritten(f, f.snapshot[f.generation & 1].count)
     stats._attach(f, fd, path, sync)
     return stats
 
