@@ -101,14 +101,15 @@ class AddBatchResource:
         self._max_batch = max_batch
         self._max_body_bytes = max_body_bytes
         self._on_added = on_added
-        # Ingest is one lane per worker, two stages: one body parsed at a time (parsing holds
-        # the GIL: 16 app threads taking turns at it cost 1,129 us of CPU per 10,000-value POST
-        # against 827 with a gate), and one batch added at a time (adding runs without the GIL,
-        # so the next body is parsed meanwhile). The lane leaves the worker's other core(s) to
-        # queries: with adds of different symbols in parallel, GET p99 under 4 POSTing
-        # connections was 17-25 ms, with this gate 6.3 ms (3.9 ms with no POST at all;
-        # benchmarks/bench_http.py --cases mixed). The body is read before either gate: a slow
-        # client never holds one.
+        # Ingest is one lane per worker, two stages: one body parsed at a time, and one batch
+        # added at a time (the next body is parsed meanwhile). Both stages run without the GIL
+        # where libsimdjson was built (web/batch_body.py); with pysimdjson the parse holds it,
+        # and 16 app threads taking turns at it cost 1,129 us of CPU per 10,000-value POST
+        # against 827 with the gate. The lane leaves the worker's other core(s) to queries:
+        # with adds of different symbols in parallel, GET p99 under 4 POSTing connections was
+        # 17-25 ms, with the lane 6.3 ms (3.9 ms with no POST at all; benchmarks/bench_http.py
+        # --cases mixed). One parse at a time also keeps one simdjson parser's buffers per
+        # worker. The body is read before either gate: a slow client never holds one.
         self._parse_gate = threading.Lock()
         self._add_gate = threading.Lock()
 
