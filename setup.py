@@ -47,4 +47,11 @@ if simdjson_headers is not None:
         language="c++",
     ))
 
-setup(ext_modules=cythonize(extensions))
+modules = cythonize(extensions)
+for module in modules:
+    if module.name == "tradestats.batchparse":
+        # A failed build of it (no C++ compiler, say) leaves pysimdjson's path, not no build.
+        # Set here: cythonize() does not carry an Extension's optional over.
+        module.optional = True
+
+setup(ext_modules=modules)
