@@ -213,6 +213,12 @@ def test_errors_after_the_fast_path_are_the_ordinary_ones(body: bytes) -> None:
     check(body)
 
 
+def test_a_bytearray_body_reads_the_same() -> None:
+    """WSGI promises bytes; a server that gave a bytearray still gets the same answers."""
+    for body in (batch("1.5, 2, -3e2"), batch("1", symbol='""'), batch("NaN"), b"{"):
+        check(bytearray(body))
+
+
 def test_truncated_bodies() -> None:
     body = batch("1.5, -2e-3, 300, 4.25", symbol='"\\u00e9A"')
     for end in range(len(body) + 1):

@@ -93,7 +93,7 @@ cdef class BatchParser:
     def __dealloc__(self):
         ts_batch_parser_free(self._parser)
 
-    def parse(self, bytes body):
+    def parse(self, bytes body not None):
         """(symbol, values as a float64 memoryview), or None when the body is not for this
         parser (batchparse.h says which). The GIL is released for the whole parse."""
         cdef const char *data = PyBytes_AS_STRING(body)

@@ -65,6 +65,8 @@ class _NoGilParser:
         self._lock = threading.Lock()
 
     def __call__(self, body: bytes) -> tuple[str, memoryview] | None:
+        if type(body) is not bytes:   # a WSGI stream that gave a bytearray: the ordinary path
+            return None
         with self._lock:
             return self._parser.parse(body)
 
