@@ -108,8 +108,7 @@ class AddBatchResource:
         # against 827 with the gate. The lane leaves the worker's other core(s) to queries:
         # with adds of different symbols in parallel, GET p99 under 4 POSTing connections was
         # 17-25 ms, with the lane 6.3 ms (3.9 ms with no POST at all; benchmarks/bench_http.py
-        # --cases mixed). One parse at a time also keeps one simdjson parser's buffers per
-        # worker. The body is read before either gate: a slow client never holds one.
+        # --cases mixed). The body is read before either gate: a slow client never holds one.
         self._parse_gate = threading.Lock()
         self._add_gate = threading.Lock()
 
