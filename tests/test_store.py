@@ -600,3 +600,57 @@ def test_a_failed_sync_stores_nothing_so_a_retry_stores_once(tmp_path, step, err
         assert store.prices("S", 1000).tolist() == clean.prices("S", 1000).tolist()
         for k in (1, 2):
             assert store.stats("S", k).as_dict() == clean.stats("S", k).as_dict()
+
+
+WRITE_LIMIT_CHILD = textwrap.dedent("""
+    import resource, signal, sys
+    import numpy as np
+    from tradestats import StorageSyncError, Store, symbolfile
+    root, refused_at = sys.argv[1], int(sys.argv[2])
+    rng = np.random.default_rng(refused_at)
+    first, batch = rng.uniform(90, 110, 1_345), rng.uniform(90, 110, 9_000)
+    failing = Store(max_k=3, path=root + "/failing", max_batch=10_000)
+    clean = Store(max_k=3, path=root + "/clean", max_batch=10_000)
+    for store in (failing, clean):
+        store.add("S", first)
+    # Writes at or past this file offset fail with EFBIG (SIGXFSZ ignored): a real refusal by
+    # the kernel, part-way through the batch's ring writes (which do not wrap here).
+    layout = symbolfile.layout_of(3, 10_000)
+    ring_offset = layout["ring_offset"]
+    assert len(first) + len(batch) <= layout["ring_size"]
+    limit = ring_offset + (len(first) + refused_at) * 8
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        failing.add("S", batch)
+    except StorageSyncError as error:
+        assert "the batch was not stored" in str(error), error
+    else:
+        raise AssertionError("the write past the limit did not fail")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    assert len(failing["S"]) == len(first)
+    held = failing.prices("S", 20_000).tolist()
+    assert held == clean.prices("S", 20_000).tolist() and held == first[-len(held):].tolist()
+    for k in (1, 2, 3):
+        assert failing.stats("S", k).as_dict() == clean.stats("S", k).as_dict()
+    failing.add("S", batch)          # the client's retry
+    clean.add("S", batch)
+    failing["S"].verify()
+    reopened = Store(max_k=3, path=root + "/failing", max_batch=10_000)
+    for store in (failing, reopened):
+        assert store.prices("S", 30_000).tolist() == clean.prices("S", 30_000).tolist()
+        for k in (1, 2, 3):
+            assert store.stats("S", k).as_dict() == clean.stats("S", k).as_dict()
+""")
+
+
+@pytest.mark.parametrize("refused_at", [0, 700, 5_000], ids=["first-price", "mid-chunk",
+                                                              "second-chunk"])
+def test_a_refused_ring_write_stores_nothing_so_a_retry_stores_once(tmp_path, refused_at):
+    """A file store writes a batch's prices into its ring with pwrite (filestore.pyx), which the
+    kernel may refuse part-way (EIO, a file size limit): the batch is rolled back, the error
+    is StorageSyncError (503 over HTTP), and a retry leaves the store equal to one that never
+    failed. A process per case: the refusal is RLIMIT_FSIZE's."""
+    done = subprocess.run([sys.executable, "-c", WRITE_LIMIT_CHILD, str(tmp_path),
+                           str(refused_at)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -45,8 +45,10 @@ cdef class SymbolStats:
                            Snapshot* snap) noexcept nogil
     cdef int _append(self, const double* values, Py_ssize_t n) noexcept nogil
     cdef int _append_chunk(self, const double* xs, Py_ssize_t c) noexcept nogil
+    # Stores prices into the ring: into the mapping here, with pwrite in a file (filestore.pyx).
+    cdef int _write_ring(self, int64_t first_slot, const double* xs, Py_ssize_t c) noexcept nogil
     cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept nogil
-    cdef void _enter(self, int64_t start, int64_t c) noexcept nogil
+    cdef void _enter(self, const double* xs, int64_t start, int64_t c) noexcept nogil
     cdef void _close_block(self, int64_t b) noexcept nogil
     cdef int _depart(self, int i, int64_t start, int64_t c) noexcept nogil
     cdef int _check_block_prices(self, int64_t b) noexcept nogil

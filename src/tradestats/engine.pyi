@@ -40,7 +40,8 @@ class DiskFullError(OSError):
     """No disk space for a batch or a new symbol; nothing of it was stored."""
 
 class StorageSyncError(OSError):
-    """In sync mode the disk did not confirm a batch: nothing of it was stored (retry it)."""
+    """The disk did not take a batch (a failed write) or, in sync mode, did not confirm it:
+    nothing of it was stored (retry it)."""
 
 #: Bytes of exact sums kept per price (one record of a block's sums per 1,000 prices).
 RECORD_BYTES_PER_PRICE: float

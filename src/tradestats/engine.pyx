@@ -379,13 +379,13 @@ cdef class SymbolStats:
         """Append c prices: ring first (the slack keeps every slot it overwrites out of every
         window), then the deques, then the exact sums: in and out of every window."""
         cdef SymbolHeader* h = self.h
-        cdef int64_t start = h.count, first_slot = start % h.ring_size
-        cdef int64_t run = min(<int64_t>c, h.ring_size - first_slot)
-        cdef int i, fault
-        memcpy(self.ring + first_slot, xs, run * sizeof(double))
-        memcpy(self.ring, xs + run, (c - run) * sizeof(double))
+        cdef int64_t start = h.count
+        cdef int i
+        cdef int fault = self._write_ring(start % h.ring_size, xs, c)
+        if fault != BLOCK_INTACT:
+            return fault
         self._slide_deques(xs, c)
-        self._enter(start, c)
+        self._enter(xs, start, c)
         if self._loading:
             return BLOCK_INTACT
         for i in range(h.max_k):
@@ -393,6 +393,14 @@ cdef class SymbolStats:
                 fault = self._depart(i, start, c)
                 if fault != BLOCK_INTACT:
                     return fault
+        return BLOCK_INTACT
+
+    cdef int _write_ring(self, int64_t first_slot, const double* xs, Py_ssize_t c) noexcept nogil:
+        """Store c prices from ring slot first_slot on, wrapping: BLOCK_INTACT (the heap cannot
+        fail; a file's override can)."""
+        cdef int64_t run = min(<int64_t>c, self.h.ring_size - first_slot)
+        memcpy(self.ring + first_slot, xs, run * sizeof(double))
+        memcpy(self.ring, xs + run, (c - run) * sizeof(double))
         return BLOCK_INTACT
 
     cdef void _slide_deques(self, const double* xs, Py_ssize_t c) noexcept nogil:
@@ -414,18 +422,18 @@ cdef class SymbolStats:
         advance_fronts(&h.lows, self.low_slots, h, lowest_low, newest_slot(h))
         advance_fronts(&h.highs, self.high_slots, h, lowest_high, newest_slot(h))
 
-    cdef void _enter(self, int64_t start, int64_t c) noexcept nogil:
-        """Add the prices at positions start .. start + c - 1 to the open block, closing each
-        block they complete."""
+    cdef void _enter(self, const double* xs, int64_t start, int64_t c) noexcept nogil:
+        """Add the prices xs[:c], at positions start .. start + c - 1, to the open block, closing
+        each block they complete. (Summed from xs, not read back from the ring: the same values,
+        without a file's page faults.)"""
         cdef SymbolHeader* h = self.h
-        cdef int64_t p = start, end = start + c, block_end, run, slot
+        cdef int64_t p = start, end = start + c, block_end, run
         while p < end:
             block_end = (p // BLOCK_PRICES + 1) * BLOCK_PRICES
             run = min(end, block_end) - p
-            slot = p % h.ring_size
-            ts_exact_add(&h.open_block, self.ring + slot, run)
+            ts_exact_add(&h.open_block, xs + (p - start), run)
             if self._checked:
-                h.open_crc = crc_extend(h.open_crc, self.ring + slot, run * sizeof(double))
+                h.open_crc = crc_extend(h.open_crc, xs + (p - start), run * sizeof(double))
             p += run
             if p == block_end:
                 self._close_block(p // BLOCK_PRICES - 1)

@@ -59,7 +59,8 @@ class DiskFullError(OSError):
 
 
 class StorageSyncError(OSError):
-    """In sync mode the disk did not confirm a batch: nothing of it was stored (retry it)."""
+    """The disk did not take a batch (a failed write) or, in sync mode, did not confirm it:
+    nothing of it was stored (retry it)."""
 
 
 def sync_failure(code: int, path) -> OSError:
@@ -67,6 +68,13 @@ def sync_failure(code: int, path) -> OSError:
     if code in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(code, f"no space to sync {path}; the batch was not stored", str(path))
     return StorageSyncError(code, f"cannot sync {path}; the batch was not stored", str(path))
+
+
+def write_failure(code: int, path) -> OSError:
+    """The exception for a failed write of a batch's prices into ``path``: it was rolled back."""
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(code, f"no space to write {path}; the batch was not stored", str(path))
+    return StorageSyncError(code, f"cannot write {path}; the batch was not stored", str(path))
 
 
 class TooManySymbolsError(ValueError):

@@ -14,6 +14,7 @@ cdef class FileSymbolStats(SymbolStats):
     cdef bint _sync                # fdatasync before a batch is acknowledged
     cdef int64_t max_batch_
     cdef int64_t capacity_, ring_size_, blocks_   # of the file's layout, checked at open
+    cdef int _write_errno          # of the ring write that failed (a WRITE_FAILED fault)
 
     cdef void _attach(self, SymbolFile* f, int fd, object path, bint sync) noexcept
     cdef int _check_size(self) except -1
@@ -28,6 +29,8 @@ cdef class FileSymbolStats(SymbolStats):
     cdef int _append_and_prepare(self, const double* values, Py_ssize_t n,
                                  uint64_t generation) noexcept nogil
     cdef int _prepare_commit(self, uint64_t generation) noexcept nogil
+    cdef int _write_ring(self, int64_t first_slot, const double* xs, Py_ssize_t c) noexcept nogil
+    cdef int raise_fault(self) except -1
     cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1
     cdef int _own_description(self) except -1
     cdef int _recover_if_torn(self) except -1

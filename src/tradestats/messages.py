@@ -118,7 +118,7 @@ PORT_UNAVAILABLE = ("tradestats-serve: cannot listen on {bind}: {reason}; choose
 EPHEMERAL_AND_DATA_DIR = ("--ephemeral (TRADESTATS_EPHEMERAL) and --data-dir (TRADESTATS_DATA_DIR) "
                           "exclude each other")
 SYNC_FAILED = (
-    "The disk did not confirm the batch (sync mode); nothing of it was stored, retry later"
+    "The disk did not take or confirm the batch; nothing of it was stored, retry later"
 )
 SYMBOL_DAMAGED = (
     "Symbol {symbol} is not served: its file failed a check ({reason}); the other symbols are "

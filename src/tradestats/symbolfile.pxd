@@ -12,11 +12,13 @@ cdef uint32_t snapshot_crc(const Snapshot* s) noexcept nogil
 cdef uint32_t record_crc(const BlockRecord* r) noexcept nogil
 cdef uint32_t identity_crc(const SymbolFile* f) noexcept nogil
 
-# What block_fault finds; fault_problem says it in words.
+# What block_fault finds; fault_problem says it in words. WRITE_FAILED is the append path's
+# own: the file system refused a write of the ring (filestore.pyx raises it from errno).
 cdef enum:
     BLOCK_INTACT = 0
     RECORD_DAMAGED = 1
     PRICES_DAMAGED = 2
+    WRITE_FAILED = 3
 
 cdef int record_fault(const BlockRecord* record) noexcept nogil
 cdef int block_fault(const SymbolFile* f, const SymbolHeader* h, int64_t b) noexcept nogil
@@ -34,4 +36,5 @@ cdef str prices_problem(const SymbolFile* f, const SymbolHeader* h)
 
 cdef int lock_file(int fd, bint exclusive) except -1
 cdef int reserve(int fd, int64_t offset, int64_t length, object path) except -1
+cdef int write_fully(int fd, const void* data, size_t n, int64_t offset) noexcept nogil
 cdef int errno_value() noexcept

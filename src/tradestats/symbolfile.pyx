@@ -20,13 +20,13 @@ import crc32c as _crc32c
 
 from cpython.buffer cimport PyBUF_READ
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from libc.errno cimport ENOMEM
+from libc.errno cimport EINTR, ENOMEM
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 from posix.mman cimport (
     MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap,
 )
-from posix.unistd cimport ftruncate
+from posix.unistd cimport ftruncate, pwrite
 
 from tradestats.kernels cimport init_header
 from tradestats.layout cimport (
@@ -366,6 +366,23 @@ cdef int reserve(int fd, int64_t offset, int64_t length, object path) except -1:
         result = posix_fallocate(fd, offset, length)
     if result != 0:
         raise DiskFullError(result, f"cannot reserve {length} bytes of disk for {path}", str(path))
+    return 0
+
+
+cdef int write_fully(int fd, const void* data, size_t n, int64_t offset) noexcept nogil:
+    """pwrite all of data[:n] at offset (a short write is continued, EINTR retried): 0, or the
+    errno of the write that failed."""
+    cdef const char* p = <const char*>data
+    cdef ssize_t written
+    while n > 0:
+        written = pwrite(fd, <void*>p, n, offset)
+        if written < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        p += written
+        n -= <size_t>written
+        offset += written
     return 0
 
 
