@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 
+import pytest
 
 from tradestats import NotEnoughDataError, Store, StoreFormatError
 from tradestats.symbolfile import layout_of
@@ -245,16 +246,34 @@ def test_verify_finds_what_the_checks_in_use_do_not(tmp_path):
     assert stats_before.min == min(1000.0 + (i * 37 % 101) for i in range(200, 1200))
 
 
-def test_the_readers_crc_is_the_writers():
-    """Readers check the snapshot with the CPU's crc32 instruction (guard.h), writers with the
-    crc32c package: the same CRC32C, or every read would be refused."""
+def test_checksum_h_is_the_crc32c_package_bit_for_bit():
+    """Writers and readers checksum with checksum.h (ISA-L, or the crc32 instruction), and fall
+    back to the crc32c package where neither runs: the same CRC32C, or a file written on one
+    machine would be refused on another. Every length up to 300 (ISA-L switches method by
+    length), pages, and a CRC extended piece by piece from random cuts."""
     import crc32c
-    from tradestats.filestore import _crc32c_hardware
+    from tradestats.filestore import _crc32c_without_gil
     rng = random.Random(5)
-    for length in [*range(0, 70), 255, 256, 257, 4096]:
-        data = bytes(rng.getrandbits(8) for _ in range(length))
-        got = _crc32c_hardware(data)
+    for length in [*range(0, 300), 1023, 1024, 1025, 4096, 8000, 65_537]:
+        data = rng.randbytes(length)
+        got = _crc32c_without_gil(data)
         assert got is None or got == crc32c.crc32c(data), length
+    for _ in range(200):
+        data = rng.randbytes(rng.randrange(1, 5000))
+        cut = sorted(rng.randrange(len(data) + 1) for _ in range(2))
+        crc = 0
+        for piece in (data[:cut[0]], data[cut[0]:cut[1]], data[cut[1]:]):
+            crc = _crc32c_without_gil(piece, crc)
+            if crc is None:
+                return
+        assert crc == crc32c.crc32c(data)
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI installs libisal-dev (.ci/run)")
+def test_ci_builds_the_checksums_with_isa_l():
+    """.ci/run installs libisal-dev: there the engine must have found it (setup.py)."""
+    from tradestats import symbolfile
+    assert symbolfile.CRC32C_IMPLEMENTATION == "isa-l"
 
 
 def _read_until_refused(path, seconds, results):

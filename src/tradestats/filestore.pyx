@@ -47,8 +47,9 @@ cdef extern from "guard.h" nogil:
                             int tries)
     int ts_guarded_copy(void* out, const void* source, size_t n)
     int ts_guarded_crc32c(uint32_t* crc, const void* data, size_t n)
-    uint32_t ts_crc32c_sse42(const void* data, size_t n)
-    int ts_crc32c_in_hardware()
+    uint32_t ts_crc32c(const void* data, size_t n)
+    uint32_t ts_crc32c_extend(uint32_t crc, const void* data, size_t n)
+    int ts_crc32c_without_gil()
 
 # Acquire/release atomics for the commit word, straight from the compiler.
 cdef extern from *:
@@ -65,7 +66,7 @@ cdef extern from *:
     void ts_fence_acquire() noexcept nogil
     void ts_fence_full() noexcept nogil
 
-cdef bint CRC32C_IN_HARDWARE = ts_crc32c_in_hardware()
+cdef bint CRC32C_WITHOUT_GIL = ts_crc32c_without_gil()
 cdef array _DOUBLE_TEMPLATE = array("d")
 # A file store allocates disk blocks ahead of the data, from RESERVE_STEP prices at a time
 # doubling up to RESERVE_MAX_STEP, so a full disk is an error before a batch is written, never a
@@ -244,8 +245,8 @@ cdef class FileSymbolStats(SymbolStats):
             with WritersLock(self):   # writers never paused: queue up with them
                 self._mapped_copy(&g, &self.file.generation, sizeof(uint64_t))
                 self._mapped_copy(out, &self.file.snapshot[g & 1], sizeof(Snapshot))
-        if CRC32C_IN_HARDWARE:
-            crc = ts_crc32c_sse42(out, <size_t>(<char*>&out.crc - <char*>out))
+        if CRC32C_WITHOUT_GIL:
+            crc = ts_crc32c(out, <size_t>(<char*>&out.crc - <char*>out))
         else:
             crc = snapshot_crc(out)
         if out.crc != crc:
@@ -338,9 +339,9 @@ cdef class FileSymbolStats(SymbolStats):
         return 0
 
     cdef uint32_t _mapped_crc(self, uint32_t crc, const void* data, size_t n) except? 0xFFFFFFFF:
-        """crc extended over mapped bytes, under the guard where the CPU computes CRC32C (else
-        with the crc32c package, after the reader's fstat)."""
-        if not CRC32C_IN_HARDWARE:
+        """crc extended over mapped bytes, under the guard where checksum.h computes CRC32C
+        (else with the crc32c package, after the reader's fstat)."""
+        if not CRC32C_WITHOUT_GIL:
             return crc_extend(crc, data, n)
         if ts_guarded_crc32c(&crc, data, n) != 0:
             self._faulted()
@@ -669,11 +670,11 @@ def _open_symbol_file(path, bytes symbol, int max_k, int64_t max_batch, bint syn
     return stats
 
 
-def _crc32c_hardware(bytes data):
-    """(tests) The reader's CRC32C of data with the CPU's instruction, or None without one."""
-    if not CRC32C_IN_HARDWARE:
+def _crc32c_without_gil(bytes data, uint32_t crc=0):
+    """(tests) checksum.h's CRC32C of data, extending crc, or None where it cannot run."""
+    if not CRC32C_WITHOUT_GIL:
         return None
-    return ts_crc32c_sse42(<const char*>data, len(data))
+    return ts_crc32c_extend(crc, <const char*>data, len(data))
 
 
 def symbol_file_deleted(path):

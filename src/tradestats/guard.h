@@ -97,14 +97,14 @@ static int ts_guarded_copy(void *out, const void *source, size_t n) {
     return 0;
 }
 
-/* ts_crc32c_extend_sse42 under the guard: 0, or -1 if data faulted. */
+/* ts_crc32c_extend under the guard: 0, or -1 if data faulted. */
 static int ts_guarded_crc32c(uint32_t *crc, const void *data, size_t n) {
     jmp_buf target;
     if (setjmp(target)) {
         return -1;
     }
     TS_ARM(target);
-    *crc = ts_crc32c_extend_sse42(*crc, data, n);
+    *crc = ts_crc32c_extend(*crc, data, n);
     TS_DISARM();
     return 0;
 }

@@ -56,12 +56,16 @@ cdef extern from "<errno.h>":
     int errno
 
 cdef extern from "checksum.h" nogil:
-    uint32_t ts_crc32c_extend_sse42(uint32_t crc, const void* data, size_t n)
-    int ts_crc32c_in_hardware()
+    uint32_t ts_crc32c_extend(uint32_t crc, const void* data, size_t n)
+    int ts_crc32c_without_gil()
+    const char* TS_CRC32C_IMPLEMENTATION
 
 cdef const char* FILE_MAGIC = b"TSTATSYM"
 cdef object _crc32c_of = _crc32c.crc32c
-cdef bint CRC32C_IN_HARDWARE = ts_crc32c_in_hardware()
+cdef bint CRC32C_WITHOUT_GIL = ts_crc32c_without_gil()
+#: What computes CRC32C here: "isa-l", "sse4.2" or (needing the GIL) "crc32c package".
+CRC32C_IMPLEMENTATION = (TS_CRC32C_IMPLEMENTATION.decode() if CRC32C_WITHOUT_GIL
+                         else "crc32c package")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,8 +80,8 @@ cdef uint32_t crc_extend(uint32_t crc, const void* data, size_t n) noexcept nogi
     """The CRC32C of what `crc` covered followed by data[:n]."""
     if n == 0:
         return crc
-    if CRC32C_IN_HARDWARE:
-        return ts_crc32c_extend_sse42(crc, data, n)
+    if CRC32C_WITHOUT_GIL:
+        return ts_crc32c_extend(crc, data, n)
     with gil:   # the package cannot fail on a valid buffer; if it did, the sum would mismatch
         return package_crc(crc, data, n)
 
