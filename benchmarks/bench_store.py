@@ -1,8 +1,8 @@
 """File store benchmark: Store(path=DIR) against the heap Store, in the same run.
 
 1. add: the same random walk into a heap store and into a file store, both empty (a window's
-   first fill), alternately for --rounds rounds (and with sync=True for a shorter stream):
-   values/s and the ratio file / heap.
+   first fill), batch by batch alternately, for --rounds rounds (and with sync=True for a
+   shorter stream): values/s and the ratio file / heap.
 2. stats(k): ns per call, heap and file (the file store copies a published snapshot).
 3. a reader process's stats(k) calls per second over one symbol, alone and while another
    process ingests into the same symbol: readers never wait for the writer.
@@ -55,6 +55,24 @@ def add_rate(store: Store, symbol: str, total: int, batch: int) -> float:
         def add(self, values):
             store.add(symbol, values)
     return time_adds(Target(), random_walk_batches(total, batch))
+
+
+def interleaved_add_rates(heap: Store, files: Store, symbol: str, total: int, batch: int):
+    """Values per second of heap.add and files.add given the same batches alternately, batch by
+    batch. This VM's speed drifts by up to 2x within a minute (its host backs memory lazily):
+    stores filled one after the other were compared under different conditions (0.48 in one
+    round, 0.94 in the next); alternating puts both under the same."""
+    heap_seconds = file_seconds = 0.0
+    count = 0
+    for values in random_walk_batches(total, batch):
+        started = time.perf_counter()
+        heap.add(symbol, values)
+        middle = time.perf_counter()
+        files.add(symbol, values)
+        file_seconds += time.perf_counter() - middle
+        heap_seconds += middle - started
+        count += len(values)
+    return count / heap_seconds, count / file_seconds
 
 
 def read_loop(path, max_k, symbol, seconds, result):
@@ -116,27 +134,26 @@ def main() -> None:
     root = args.dir or Path(tempfile.mkdtemp(prefix="bench-store-", dir="."))
     path = root / "store"
     try:
-        # The first fill of a window, heap and file alternately: this VM's speed drifts by up
-        # to 2x over a minute, so one pair proves little; each round starts from empty stores.
+        # The first fill of a window, heap and file batch by batch alternately; each round
+        # starts from empty stores.
         heap_rates, file_rates = [], []
         for round_ in range(args.rounds):
             heap = Store(max_k=max_k)
-            heap_rates.append(add_rate(heap, "S0", total, batch))
-            if round_ < args.rounds - 1:
-                del heap
             files = Store(max_symbols=args.symbols, max_k=max_k, path=path)
-            file_rates.append(add_rate(files, "S0", total, batch))
+            heap_rate, file_rate = interleaved_add_rates(heap, files, "S0", total, batch)
+            heap_rates.append(heap_rate)
+            file_rates.append(file_rate)
             if round_ < args.rounds - 1:
-                del files
+                del heap, files
                 shutil.rmtree(path)
-        ratios = sorted(f / h for f, h in zip(file_rates, heap_rates))
+        ratios = [f / h for f, h in zip(file_rates, heap_rates)]
         print(f"add, heap store:  {max(heap_rates) / 1e6:7.2f} M values/s "
               f"({total:,} prices in batches of {batch:,}, {max_k} windows, first fill; best of "
               f"{args.rounds}: " + ", ".join(f"{r / 1e6:.1f}" for r in heap_rates) + ")")
         print(f"add, file store:  {max(file_rates) / 1e6:7.2f} M values/s   (" +
               ", ".join(f"{r / 1e6:.1f}" for r in file_rates) + ")")
         print(f"ratio file/heap, round by round: " + ", ".join(f"{r:.2f}" for r in ratios)
-              + f"; median {ratios[len(ratios) // 2]:.2f}; best/best "
+              + f"; median {sorted(ratios)[len(ratios) // 2]:.2f}; best/best "
               f"{max(file_rates) / max(heap_rates):.2f}")
         synced = Store(max_symbols=1, max_k=max_k, path=root / "synced", sync=True)
         sync_total = min(total, 2_000_000)

@@ -29,8 +29,8 @@ from tradestats.layout cimport (
 from tradestats.layout_v1 cimport V1SymbolFile
 from tradestats.symbolfile cimport (
     BLOCK_INTACT, WRITE_FAILED, advise_unwritten, crc_extend, errno_value, header_crc,
-    layout_problem, lock_file, map_file, prices_problem, record_crc, reserve, snapshot_crc,
-    write_fully,
+    layout_problem, lock_file, map_file, populate_records, prices_problem, record_crc, reserve,
+    snapshot_crc, write_fully,
 )
 
 from tradestats.errors import (
@@ -467,9 +467,9 @@ cdef class FileSymbolStats(SymbolStats):
         page the mapping has not written yet faults, and the kernel reads that page in (zeroing
         it: the range is unwritten) before ext4 makes it writable, page by page; pwrite fills
         whole pages of the page cache in one call, with nothing to read. The mapping sees the
-        same pages. (The first fill of a 10**8 window went from 0.55 to 0.78 of the heap's
-        speed: benchmarks/bench_store.py.) Deques, records and headers stay stores: they are
-        small, or rewritten in place."""
+        same pages. (A first fill of 10**8 prices went from 0.55 to 0.78 of the heap store's
+        speed by this alone; README, "File store".) Deques, records and headers stay stores:
+        they are small, or rewritten in place."""
         cdef SymbolFile* f = self.file
         cdef int64_t run = min(<int64_t>c, self.ring_size_ - first_slot)
         cdef int code = write_fully(self.fd, xs, run * sizeof(double),
@@ -575,6 +575,7 @@ cdef class FileSymbolStats(SymbolStats):
             reserve(self.fd, offset + before * <int64_t>sizeof(uint32_t),
                     (min(target, f.capacity) - before) * <int64_t>sizeof(uint32_t), self.path)
         with nogil:   # a store into the header page (see _write_file_batch)
+            populate_records(f, records_before, records_after)
             f.reserved = target
         return 0
 
