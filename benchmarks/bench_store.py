@@ -152,7 +152,7 @@ def main() -> None:
               f"{args.rounds}: " + ", ".join(f"{r / 1e6:.1f}" for r in heap_rates) + ")")
         print(f"add, file store:  {max(file_rates) / 1e6:7.2f} M values/s   (" +
               ", ".join(f"{r / 1e6:.1f}" for r in file_rates) + ")")
-        print(f"ratio file/heap, round by round: " + ", ".join(f"{r:.2f}" for r in ratios)
+        print("ratio file/heap, round by round: " + ", ".join(f"{r:.2f}" for r in ratios)
               + f"; median {sorted(ratios)[len(ratios) // 2]:.2f}; best/best "
               f"{max(file_rates) / max(heap_rates):.2f}")
         synced = Store(max_symbols=1, max_k=max_k, path=root / "synced", sync=True)
