@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -149,6 +150,25 @@ def test_flipped_price_bytes_are_refused_before_they_are_summed(tmp_path):
     # Fewer than 1,000 prices: one open block, covered by the header's CRC of it, read by
     # every commit of a window below a block. Every flip is found.
     assert outcomes == Counter(refused=300), outcomes
+
+
+def test_a_batch_is_refused_before_it_sums_a_flipped_price_it_did_not_bring(tmp_path):
+    """A commit sums the newest 100 prices from the ring (the windows below a block). Those its
+    batch brought were checksummed from the batch itself; the others are checked against their
+    block's checksum first, so a flipped one refuses the batch by the file's name. The add is
+    the first call after the open here: nothing else has read the prices."""
+    pristine = pristine_store(tmp_path / "pristine")
+    held = held_prices(pristine)
+    assert 100 < held < LAYOUT["block_prices"]   # one open block, all of it checked
+    rng = random.Random(18)
+    for case, position in enumerate([held - 1, held - 99, 0, *rng.sample(range(held), 5)]):
+        folder = shutil.copytree(tmp_path / "pristine", tmp_path / f"case-{case}")
+        damaged = bytearray(pristine)
+        damaged[LAYOUT["ring_offset"] + 8 * position + rng.randrange(8)] ^= rng.choice(PATTERNS)
+        (folder / "symbols" / "A.sym").write_bytes(damaged)
+        store = Store(max_k=MAX_K, path=folder, max_batch=MAX_BATCH)
+        with pytest.raises(StoreFormatError, match="A.sym"):
+            store.add("A", [100.0, 101.0])
 
 
 def test_flipped_record_bytes_never_crash_or_hang(tmp_path):

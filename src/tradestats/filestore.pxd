@@ -28,7 +28,7 @@ cdef class FileSymbolStats(SymbolStats):
     cdef void _mark_writing(self, uint64_t g) noexcept nogil
     cdef int _append_and_prepare(self, const double* values, Py_ssize_t n,
                                  uint64_t generation) noexcept nogil
-    cdef int _prepare_commit(self, uint64_t generation) noexcept nogil
+    cdef int _prepare_commit(self, uint64_t generation, int64_t batch_start) noexcept nogil
     cdef int _write_ring(self, int64_t first_slot, const double* xs, Py_ssize_t c) noexcept nogil
     cdef int raise_fault(self) except -1
     cdef int _synced_or_rolled_back(self, int result, uint64_t g, bint published) except -1

@@ -29,7 +29,7 @@ from tradestats.layout cimport (
 from tradestats.layout_v1 cimport V1SymbolFile
 from tradestats.symbolfile cimport (
     BLOCK_INTACT, WRITE_FAILED, advise_unwritten, crc_extend, errno_value, header_crc,
-    layout_problem, lock_file, map_file, populate_records, prices_problem, record_crc, reserve,
+    layout_problem, lock_file, map_file, prewrite_records, prices_problem, record_crc, reserve,
     snapshot_crc, write_fully,
 )
 
@@ -460,7 +460,7 @@ cdef class FileSymbolStats(SymbolStats):
         if fault != BLOCK_INTACT:
             return fault
         crash_point()
-        return self._prepare_commit(generation)
+        return self._prepare_commit(generation, self.h.count - n)
 
     cdef int _write_ring(self, int64_t first_slot, const double* xs, Py_ssize_t c) noexcept nogil:
         """The prices go into the ring with pwrite, not stores into the mapping: a store into a
@@ -487,14 +487,18 @@ cdef class FileSymbolStats(SymbolStats):
             raise write_failure(self._write_errno, self.path)
         return SymbolStats.raise_fault(self)
 
-    cdef int _prepare_commit(self, uint64_t generation) noexcept nogil:
+    cdef int _prepare_commit(self, uint64_t generation, int64_t batch_start) noexcept nogil:
         """Write the readers' snapshot of the new state and both checksums: all that is left to
         publish it is one store of the generation. BLOCK_INTACT, or the fault that stops it."""
         cdef Snapshot* snap = &self.file.snapshot[generation & 1]
         cdef int64_t b, first = max(0, self.h.count - DIRECTLY_SUMMED)
-        # The windows below a block are summed from the ring's newest prices: checked first.
+        # The windows below a block are summed from the ring's newest prices: checked first,
+        # up to the first block that holds only this batch's prices (from batch_start on): those
+        # were checksummed from the batch itself a moment ago, by this writer, under its lock.
+        cdef int64_t fresh_block = (batch_start + BLOCK_PRICES - 1) // BLOCK_PRICES
         if self.h.count:
-            for b in range(first // BLOCK_PRICES, (self.h.count - 1) // BLOCK_PRICES + 1):
+            for b in range(first // BLOCK_PRICES,
+                           min((self.h.count - 1) // BLOCK_PRICES + 1, fresh_block)):
                 if self._check_block_prices(b) != BLOCK_INTACT:
                     return self._fault
         self._compute_snapshot(snap)
@@ -558,6 +562,7 @@ cdef class FileSymbolStats(SymbolStats):
         cdef SymbolFile* f = self.file
         cdef int64_t needed = min(f.state[f.generation & 1].count + n, f.ring_size)
         cdef int64_t target, before = f.reserved, records_before, records_after
+        cdef int code
         if needed <= before:
             return 0
         # Doubling, like an array's, but at most RESERVE_MAX_STEP at once: one call reserving
@@ -575,8 +580,11 @@ cdef class FileSymbolStats(SymbolStats):
             reserve(self.fd, offset + before * <int64_t>sizeof(uint32_t),
                     (min(target, f.capacity) - before) * <int64_t>sizeof(uint32_t), self.path)
         with nogil:   # a store into the header page (see _write_file_batch)
-            populate_records(f, records_before, records_after)
-            f.reserved = target
+            code = prewrite_records(f, self.fd, records_before, records_after)
+            if code == 0:
+                f.reserved = target
+        if code != 0:
+            raise write_failure(code, self.path)
         return 0
 
     def _reserve_held(self):
@@ -633,7 +641,7 @@ cdef class FileSymbolStats(SymbolStats):
             add_positions(&direct, self.ring, h.ring_size, h.count - h.window[i], h.window[i] - p)
             p = h.window[i]
             ts_exact_rest(&h.departed[i], &h.settled, &h.open_block, &direct)
-        if self._prepare_commit(0) != BLOCK_INTACT:
+        if self._prepare_commit(0, h.count) != BLOCK_INTACT:
             self.raise_fault()
         return 0
 

@@ -27,7 +27,7 @@ cdef str fault_problem(int fault, const SymbolHeader* h, int64_t b)
 cdef SymbolFile* map_anonymous(int max_k, int64_t max_batch) except NULL
 cdef SymbolFile* map_file(int fd, int64_t size, object path) except NULL
 cdef void advise_unwritten(SymbolFile* f, int64_t count) noexcept nogil
-cdef void populate_records(SymbolFile* f, int64_t first, int64_t end) noexcept nogil
+cdef int prewrite_records(SymbolFile* f, int fd, int64_t first, int64_t end) noexcept nogil
 cdef void format_layout(SymbolFile* f, bytes symbol, int max_k, int64_t max_batch) noexcept
 cdef str layout_problem(const SymbolFile* f, int64_t size, bytes symbol, int max_k,
                         int64_t max_batch)
