@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -94,7 +95,7 @@ def test_ephemeral_and_a_data_directory_exclude_each_other(capsys):
     assert "exclude each other" in capsys.readouterr().err
     settings = parse_settings(["--ephemeral"], environ={})
     assert settings.ephemeral and settings.data_dir != Path(limits.DEFAULT_DATA_DIR)
-    settings.data_dir.rmdir()
+    shutil.rmtree(settings.data_dir)
 
 
 def test_help_names_each_variable_and_at_most_one_default():

@@ -108,6 +108,8 @@ MIGRATION_SYMBOL = "{path}: migrated {done}/{total}: {prices} prices, {seconds:.
 MIGRATION_DONE = "{root}: migrated {symbols} symbols to format version {new} in {seconds:.2f} s"
 STORE_PERSISTENT = "kept across restarts"
 STORE_EPHEMERAL = "ephemeral: removed when the server stops"
+ABANDONED_REMOVED = ("{path}: removed, a throwaway directory (metrics or --ephemeral prices) "
+                     "left by a server that was killed")
 DURABILITY_PROCESS = "a batch survives any process crash"
 DURABILITY_SYNC = "synced: a batch survives power loss"
 STRAY_FILE = ("{path}: not a symbol file name this store writes (ignored, left as it is; "

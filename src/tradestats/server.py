@@ -16,12 +16,11 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from tradestats import Store, StoreFormatError, __version__, limits, logs, messages
+from tradestats import Store, StoreFormatError, __version__, limits, logs, messages, scratch
 from tradestats.engine import symbol_file_size
 from tradestats.environment import HelpFormatter, OneLineErrors, apply_environment
 
@@ -341,8 +340,7 @@ def parse_settings(argv: Sequence[str] | None = None,
     check_cluster(parser, args)
     data_dir = args.data_dir
     if args.ephemeral:
-        shm = Path("/dev/shm")
-        data_dir = Path(tempfile.mkdtemp(prefix="tradestats-", dir=shm if shm.is_dir() else None))
+        data_dir = scratch.make_owned_directory("")
     # Every other setting is the command-line option of the same name.
     from_options = {field.name: getattr(args, field.name)
                     for field in dataclasses.fields(ServeSettings)
@@ -394,8 +392,7 @@ def metrics_directory() -> tuple[Path, bool]:
     given = os.environ.get(METRICS_DIR_VARIABLE)
     if given:
         return Path(given), False
-    shm = Path("/dev/shm")
-    made = Path(tempfile.mkdtemp(prefix="tradestats-metrics-", dir=shm if shm.is_dir() else None))
+    made = scratch.make_owned_directory("metrics-")
     os.environ[METRICS_DIR_VARIABLE] = str(made)
     return made, True
 
@@ -450,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     master_pid = os.getpid()
     # The master's own lines (a migration's progress, damaged symbols) in the server's format.
     logging.config.dictConfig(logs.dict_config(settings.log_format, settings.log_level))
+    for removed in scratch.remove_abandoned():
+        log.warning(messages.ABANDONED_REMOVED.format(path=removed))
     try:
         try:
             opened = open_and_recover(settings)
