@@ -47,10 +47,22 @@ def test_only_directories_whose_owners_are_gone_are_removed(tmp_path):
         other = tmp_path / "other-metrics"
         other.mkdir()
         (other / scratch.OWNER_MARK).touch()
+        elsewhere = tmp_path / "elsewhere"   # marked, unlocked, reached only by a link
+        elsewhere.mkdir()
+        (elsewhere / scratch.OWNER_MARK).touch()
+        (tmp_path / (scratch.PREFIX + "link")).symlink_to(elsewhere)
+        (tmp_path / (scratch.PREFIX + "file")).write_bytes(b"")
+        strangers = tmp_path / (scratch.PREFIX + "strangers")   # another user's (as root)
+        if os.getuid() == 0:
+            strangers.mkdir()
+            (strangers / scratch.OWNER_MARK).touch()
+            os.chown(strangers, 65534, 65534)
         assert abandoned.is_dir()   # SIGKILL ran no clean-up
         assert scratch.remove_abandoned(tmp_path) == [abandoned]
         assert not abandoned.exists()
         assert (in_use / "data").stat().st_size == 4096 and unmarked.is_dir() and other.is_dir()
+        assert (elsewhere / scratch.OWNER_MARK).exists()
+        assert strangers.is_dir() == (os.getuid() == 0)
         assert scratch.remove_abandoned(tmp_path) == []
         kill(alive)
         assert scratch.remove_abandoned(tmp_path) == [in_use]

@@ -57,20 +57,18 @@ def remove_abandoned(base: Path | None = None) -> list[Path]:
 
 
 def _take_if_abandoned(entry: Path) -> bool:
-    try:
-        if (entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid()
-                or not (entry / OWNER_MARK).exists()):
-            return False
+    """Remove entry if it is a directory of this user's, marked, whose lock is free."""
+    try:   # O_NOFOLLOW | O_DIRECTORY: a symbolic link or a file is refused here
         descriptor = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(descriptor)   # an owner still holds it
-        return False
-    try:
+        if os.fstat(descriptor).st_uid != os.getuid() or not (entry / OWNER_MARK).exists():
+            return False
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)   # refused while an owner lives
         shutil.rmtree(entry, ignore_errors=True)
+        return True
+    except OSError:
+        return False
     finally:
         os.close(descriptor)
-    return True
